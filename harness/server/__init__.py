@@ -1,0 +1,1 @@
+"""The reference streaming server: TGI wire protocol plus OpenAI-compatible routes."""

@@ -1,0 +1,1 @@
+"""Generation backends: transformers (real model, continuous batching) and simulated."""
