@@ -1,0 +1,1 @@
+"""Analysis: records -> frame -> summary, plots, HTML report, capacity plan."""

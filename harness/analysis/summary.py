@@ -1,0 +1,282 @@
+"""summary.json / summary.md: every metric with its percentiles, counts by outcome, token accounting.
+
+Keys follow the dictionary's convention ``<metric>_<stat>_<unit>`` (``ttft_p95_ms``, ``itl_p99_ms``,
+``output_tokens_p50_tokens``) plus the run metrics under their own names (``output_tokens_per_s``,
+``request_throughput``, ``goodput``, ``overload_rate``, ``error_rate``, ``drops``,
+``token_mismatch_rate``). Latency distributions cover ok requests only; failures are counted under
+``outcomes``. Every value comes from a :mod:`harness.metrics` function: per-request values from the
+frame (one dictionary call per record), run values from the dictionary's run functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from harness import metrics as m
+from harness.analysis.frame import GAP_METRICS, REQUEST_METRICS, RunFrame, build_frame
+from harness.records import RequestRecord
+
+STATS: tuple[str, ...] = ("mean", "min", "max", *m.PERCENTILE_KEYS.values())
+
+
+def dist(values: np.ndarray) -> dict[str, float | int]:
+    """Like :func:`harness.metrics.distribution` (same keys, exact percentiles via
+    :func:`harness.metrics.percentile`) for a numpy array; NaN ("not defined") values are ignored."""
+    v = np.asarray(values, dtype=np.float64)
+    v = np.sort(v[~np.isnan(v)])
+    if len(v) == 0:
+        return {"count": 0}
+    out: dict[str, float | int] = {"count": int(len(v)), "mean": float(v.mean()),
+                                   "min": float(v[0]), "max": float(v[-1])}
+    for p in m.PERCENTILES:
+        out[m.PERCENTILE_KEYS[p]] = float(m.percentile(v, p))
+    return out
+
+
+def _flatten(prefix: str, unit: str, d: dict[str, float | int], out: dict) -> None:
+    out[f"{prefix}_count"] = d.get("count", 0)
+    for stat in STATS:
+        out[f"{prefix}_{stat}_{unit}"] = d.get(stat)
+
+
+def window_mask(frame: RunFrame, steady_window: tuple[int, int] | None) -> np.ndarray:
+    """Rows sent inside ``[start_ns, end_ns)``; all rows when no window is given."""
+    send = frame.cols["send_ns"]
+    if steady_window is None:
+        return np.ones(len(send), dtype=bool)
+    start, end = steady_window
+    return (send >= start) & (send < end)
+
+
+def run_metrics(records: Sequence[RequestRecord], slo_met: np.ndarray, slo: m.Slo | None) -> dict:
+    """The dictionary's run functions over ``records``; ``slo_met[i]`` is ``slo.met_by(records[i])``."""
+    window = m.measurement_window_s(records)
+    met = [r for r, f in zip(records, slo_met.tolist(), strict=True) if f]
+    by_class = m.error_rate_by_class(records)
+    out: dict = {
+        "measurement_window_s": window,
+        "output_tokens_per_s": m.output_tokens_per_s(records, window),
+        "request_throughput": m.request_throughput(records, window),
+        # met requests are ok and met every bound, so goodput over them with an empty Slo counts them
+        "goodput": m.goodput(met, window, m.Slo()) if slo is not None else None,
+        "overload_rate": m.overload_rate(records),
+        "error_rate": sum(by_class.values()),
+        "drops": m.drop_count(records),
+        "token_mismatch_rate": m.token_mismatch_rate(records),
+    }
+    for k, v in by_class.items():
+        out[f"error_rate_{k}"] = v
+    return out
+
+
+def summarize_frame(frame: RunFrame, slo: m.Slo | None = None,
+                    steady_window: tuple[int, int] | None = None) -> dict:
+    """Summary of the requests of ``frame`` sent inside ``steady_window`` (all of them when None)."""
+    slo = slo if slo is not None else frame.slo
+    mask = window_mask(frame, steady_window)
+    sub = frame if mask.all() else frame.subset(mask)
+    cols = sub.cols
+    ok = cols["ok"]
+    out: dict = {"requests": len(sub), "attempted": m.attempted(sub.records), "ok": int(ok.sum()),
+                 "outcomes": m.outcome_counts(sub.records)}
+    for name in REQUEST_METRICS:
+        _flatten(name, m.METRICS[name].unit, dist(cols[name][ok]), out)
+    for name in GAP_METRICS:
+        _flatten(name, m.METRICS[name].unit, dist(sub.gaps[name]), out)
+    _flatten("output_tokens", "tokens", dist(cols["output_tokens"][ok]), out)
+    _flatten("input_tokens", "tokens", dist(cols["input_tokens"][ok]), out)
+    out.update(run_metrics(sub.records, cols["slo_met"], slo))
+    # token accounting over ok requests
+    mism = cols["token_mismatch"][ok]
+    out["tokens"] = {
+        "output_total": int(np.nansum(cols["output_tokens"][ok])),
+        "output_server_total": int(np.nansum(cols["output_tokens_server"][ok])),
+        "output_events_total": int(np.nansum(cols["output_tokens_events"][ok])),
+        "output_retokenized_total": int(np.nansum(cols["output_tokens_retokenized"][ok])),
+        "input_total": int(np.nansum(cols["input_tokens"][ok])),
+        "compared": int((~np.isnan(mism)).sum()),
+        "mismatched": int(np.nansum(mism)),
+    }
+    out["slo"] = _slo_dict(slo)
+    out["steady_window"] = None if steady_window is None else {
+        "start_ns": int(steady_window[0]), "end_ns": int(steady_window[1])}
+    return out
+
+
+def _slo_dict(slo: m.Slo | None) -> dict | None:
+    if slo is None:
+        return None
+    return {k: getattr(slo, k) for k in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms") if getattr(slo, k) is not None}
+
+
+def summarize(records: Sequence[RequestRecord] | RunFrame, slo: m.Slo | None = None,
+              steady_window: tuple[int, int] | None = None) -> dict:
+    """Flat summary dict of ``records`` (or an already built frame).
+
+    ``steady_window`` = ``(start_ns, end_ns)``: only requests sent inside it count. ``goodput`` is
+    None without an SLO.
+    """
+    frame = records if isinstance(records, RunFrame) else build_frame(records, slo)
+    if isinstance(records, RunFrame) and slo is not None and frame.slo != slo:
+        raise ValueError("frame was built with a different SLO; rebuild it with this one")
+    return summarize_frame(frame, slo, steady_window)
+
+
+def parse_slo(text: str | None) -> m.Slo | None:
+    """``"ttft_p95=500,itl_p99=50"`` or ``"ttft=500,e2e=3000"`` -> :class:`Slo` (ms bounds per request).
+
+    A percentile suffix is accepted for readability: the bound applies to each request (goodput =
+    requests meeting every bound); the percentile is what sweeps and capacity plans check against it.
+    """
+    if not text:
+        return None
+    bounds: dict[str, float] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"bad SLO term {part!r}: expected NAME=MS, e.g. ttft_p95=500")
+        name, _, value = part.partition("=")
+        base = slo_metric(name.strip())[0]
+        try:
+            v = float(value)
+        except ValueError:
+            raise ValueError(f"bad SLO value in {part!r}: not a number") from None
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"bad SLO value in {part!r}: must be a positive number of ms")
+        bounds[f"{base}_ms"] = v
+    return m.Slo(**bounds) if bounds else None
+
+
+_SLO_BASES = ("ttft", "itl", "tpot", "e2e")
+
+
+def slo_metric(name: str) -> tuple[str, str]:
+    """``"ttft_p95"`` -> ``("ttft", "p95")``; ``"itl"`` -> ``("itl", "p99")`` (default percentile per metric)."""
+    base, _, stat = name.lower().removesuffix("_ms").partition("_")
+    if base not in _SLO_BASES:
+        raise ValueError(f"unknown SLO metric {name!r}: use one of {', '.join(_SLO_BASES)} "
+                         f"with an optional percentile, e.g. ttft_p95")
+    if stat and stat not in m.PERCENTILE_KEYS.values() and stat not in ("mean", "max"):
+        raise ValueError(f"unknown statistic {stat!r} in SLO term {name!r}: use one of "
+                         f"{', '.join(m.PERCENTILE_KEYS.values())}, mean, max")
+    return base, stat or "p95"
+
+
+def slo_spec(text: str | None) -> dict[str, tuple[str, float]]:
+    """``"ttft_p95=500,itl_p99=50"`` -> ``{"ttft": ("ttft_p95_ms", 500.0), "itl": ("itl_p99_ms", 50.0)}``."""
+    out: dict[str, tuple[str, float]] = {}
+    if not text:
+        return out
+    parse_slo(text)  # validates
+    for part in text.split(","):
+        if part.strip():
+            name, _, value = part.partition("=")
+            base, stat = slo_metric(name.strip())
+            out[base] = (f"{base}_{stat}_ms", float(value))
+    return out
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.1f}"
+    return str(v)
+
+
+def to_markdown(summary: dict, title: str = "Run summary") -> str:
+    """summary.md: headline table, latency table, outcomes, token accounting."""
+    lines = [f"# {title}", ""]
+    sw = summary.get("steady_window_info") or {}
+    if sw:
+        lines += [f"Steady window: {sw.get('reason', '')} ({_fmt(sw.get('duration_s'))} s).", ""]
+    lines += ["| metric | value |", "|---|---|"]
+    for k, unit in (("request_throughput", "requests/s"), ("output_tokens_per_s", "tokens/s"),
+                    ("goodput", "requests/s"), ("overload_rate", "fraction"), ("error_rate", "fraction"),
+                    ("drops", "requests"), ("token_mismatch_rate", "fraction"),
+                    ("measurement_window_s", "s")):
+        lines.append(f"| {k} ({unit}) | {_fmt(summary.get(k))} |")
+    lines += ["", "| latency (ms) | count | mean | p50 | p90 | p95 | p99 | p99.9 | max |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name in (*REQUEST_METRICS, *GAP_METRICS):
+        unit = m.METRICS[name].unit
+        row = [_fmt(summary.get(f"{name}_count"))] + [
+            _fmt(summary.get(f"{name}_{s}_{unit}")) for s in ("mean", "p50", "p90", "p95", "p99", "p99_9", "max")]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    lines += ["", "| outcome | requests |", "|---|---|"]
+    for k, v in summary.get("outcomes", {}).items():
+        lines.append(f"| {k} | {v} |")
+    lines += ["", "| tokens | value |", "|---|---|"]
+    for k, v in (summary.get("tokens") or {}).items():
+        lines.append(f"| {k} | {v} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: dict, out_dir: str | Path, title: str = "Run summary") -> tuple[Path, Path]:
+    """Write summary.json and summary.md into ``out_dir``."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    pj, pm = d / "summary.json", d / "summary.md"
+    pj.write_text(json.dumps(summary, indent=2, default=_json_default))
+    pm.write_text(to_markdown(summary, title))
+    return pj, pm
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+RUN_KEYS: tuple[str, ...] = ("measurement_window_s", "output_tokens_per_s", "request_throughput", "goodput",
+                             "overload_rate", "error_rate", "drops", "token_mismatch_rate",
+                             "requests", "attempted", "ok")
+#: higher values are better for these keys (everything else: lower is better)
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"output_tokens_per_s", "request_throughput", "goodput", "ok"})
+
+
+def summary_keys() -> set[str]:
+    """Every key a summary can hold (nested ones as ``outcomes.<class>`` / ``tokens.<name>``)."""
+    keys: set[str] = set(RUN_KEYS)
+    for name, unit in [*((n, m.METRICS[n].unit) for n in (*REQUEST_METRICS, *GAP_METRICS)),
+                       ("output_tokens", "tokens"), ("input_tokens", "tokens")]:
+        keys.add(f"{name}_count")
+        keys.update(f"{name}_{s}_{unit}" for s in STATS)
+    from harness.records import Outcome
+
+    for o in Outcome:
+        keys.add(f"outcomes.{o.value}")
+        if o not in (Outcome.OK, Outcome.DROPPED):
+            keys.add(f"error_rate_{o.value}")
+    keys.update(f"tokens.{k}" for k in ("output_total", "output_server_total", "output_events_total",
+                                         "output_retokenized_total", "input_total", "compared", "mismatched"))
+    return keys
+
+
+def lookup(summary: dict, key: str) -> object:
+    """Value of ``key`` in a summary; dotted keys reach into nested dicts; None when absent."""
+    cur: object = summary
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def split_key(key: str) -> tuple[str, str, str] | None:
+    """``"ttft_p95_ms"`` -> ``("ttft", "p95", "ms")`` for distribution keys; None for run keys."""
+    for name, unit in [*((n, m.METRICS[n].unit) for n in (*REQUEST_METRICS, *GAP_METRICS)),
+                       ("output_tokens", "tokens"), ("input_tokens", "tokens")]:
+        for s in STATS:
+            if key == f"{name}_{s}_{unit}":
+                return name, s, unit
+    return None
