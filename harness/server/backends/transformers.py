@@ -1,0 +1,102 @@
+"""The real-model backend: a transformers causal LM behind the continuous-batching engine.
+
+``start()`` resolves and loads the model (``harness.server.models``) off the event loop, warms it
+up and starts the scheduler thread. ``submit()`` queues a request and returns its stream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from typing import Any
+
+from harness.server.backends.base import (
+    Backend,
+    EngineStats,
+    GenerationError,
+    GenerationStream,
+    SamplingParams,
+)
+
+
+class TransformersBackend(Backend):
+    """``--model`` = smollm2 | tiny | local dir | hub id in the HF cache | file.gguf."""
+
+    def __init__(self, model: str, *, dtype: str = "auto", device: str = "auto",
+                 max_batch_size: int | None = None, max_batch_prefill_tokens: int = 4096,
+                 waiting_served_ratio: float = 1.2, max_waiting_tokens: int = 20) -> None:
+        from harness.server.engine.policy import Policy
+
+        self.model_name = model
+        self.model_id = model
+        self._dtype_arg = dtype
+        self._device_arg = device
+        self.policy = Policy(max_batch_size, max_batch_prefill_tokens, waiting_served_ratio, max_waiting_tokens)
+        self.loaded: Any = None
+        self.engine: Any = None
+        self._healthy = True
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load, warm up and start the scheduler (blocking; ``start`` runs it in a thread)."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from harness.server.engine.scheduler import Engine
+        from harness.server.engine.warmup import warm_up
+        from harness.server.models import load_model
+
+        lm = load_model(self.model_name, dtype=self._dtype_arg, device=self._device_arg)
+        self.loaded = lm
+        self.model_id = lm.model_id
+        self.max_position_embeddings = lm.max_position_embeddings
+        self.device = str(lm.device)
+        self.dtype = lm.dtype_name
+        warm_up(lm.model, lm.device, self.tokenize("Hello, warm-up prompt for the engine.") or [0])
+        self.engine = Engine(lm.model, lm.tokenizer, lm.device, lm.eos_token_ids, self.policy)
+        self.engine.start()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.load)
+
+    async def shutdown(self) -> None:
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.stop)
+
+    def healthy(self) -> bool:
+        return self._healthy and self.engine is not None
+
+    # ---- text -----------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.loaded.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
+        tok = self.loaded.tokenizer
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(f"the model {self.model_id} has no chat template")
+        try:
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # jinja2 errors, raise_exception() in templates, bad message shapes
+            raise ValueError(f"chat template error: {exc}") from None
+
+    # ---- generation -----------------------------------------------------------------------------
+    def submit(self, input_ids: list[int], params: SamplingParams) -> GenerationStream:
+        from harness.server.engine.request import Request
+        from harness.server.engine.sampling import RowSampler, make_generator
+        from harness.server.engine.stream import EngineStream
+
+        if self.engine is None:
+            raise GenerationError("the model is not loaded")
+        if params.do_sample and params.seed is None:
+            params.seed = random.getrandbits(64)
+        generator = make_generator(params.seed, self.loaded.device) if params.do_sample else None
+        stream = EngineStream(asyncio.get_running_loop(), self.engine.wake)
+        req = Request(list(input_ids), params, stream, self.loaded.tokenizer,
+                      RowSampler(params, list(input_ids), generator))
+        self.engine.enqueue(req)
+        return stream
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats() if self.engine is not None else EngineStats()

@@ -1,0 +1,1 @@
+"""Continuous-batching engine of the transformers backend (scheduler thread, batch, sampling, text)."""
