@@ -1,0 +1,147 @@
+"""The FastAPI application: routes, lifespan (backend start/stop, trace), error handlers.
+
+Routing and the OpenAPI document come from FastAPI; generation answers are written by hand
+(:mod:`harness.server.sse`) to keep per-token cost low. Every error is TGI's JSON
+``{"error", "error_type"}``, never a traceback (401 has an empty body, as in TGI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import PlainTextResponse, Response
+
+from harness.server.admission import Admission
+from harness.server.backends.base import Backend
+from harness.server.config import ROUTER, VERSION, ServerConfig
+from harness.server.errors import InferError, RequestRejected
+from harness.server.generation import Service
+from harness.server.httputil import Unauthorized, error_response, json_response
+from harness.server.metrics import Metrics
+from harness.server.schemas import (
+    ChatRequest,
+    CompatGenerateRequest,
+    CompletionRequest,
+    GenerateRequest,
+    Info,
+    ModelList,
+)
+from harness.server.trace import TokenTrace
+
+log = logging.getLogger("harness.server")
+
+
+def info_dict(svc: Service) -> dict:
+    cfg = svc.cfg
+    return {"model_id": cfg.model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
+            "max_concurrent_requests": cfg.max_concurrent_requests, "max_best_of": cfg.max_best_of,
+            "max_stop_sequences": cfg.max_stop_sequences, "max_input_tokens": cfg.max_input_tokens,
+            "max_total_tokens": cfg.max_total_tokens, "validation_workers": 2,
+            "max_client_batch_size": cfg.max_client_batch_size, "router": ROUTER, "version": VERSION,
+            "sha": None, "docker_label": None}
+
+
+def create_app(backend: Backend, cfg: ServerConfig) -> FastAPI:
+    """The server for ``backend``; token limits are resolved from it at startup."""
+    admission = Admission(cfg.max_concurrent_requests)
+    svc = Service(backend, cfg, Metrics(1, 1, backend.stats), admission)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await backend.start()
+        if not cfg.model_id or cfg.model_id in ("simulated",):
+            cfg.model_id = backend.model_id or cfg.model_id
+        cfg.resolve_limits(backend.max_position_embeddings)
+        svc.metrics = Metrics(cfg.max_input_tokens or 1, cfg.max_total_tokens or 1, backend.stats)
+        if cfg.trace_file:
+            svc.trace = TokenTrace(cfg.trace_file)
+            svc.trace.start()
+        log.info("ready: model=%s max_input_tokens=%s max_total_tokens=%s max_concurrent_requests=%s",
+                 cfg.model_id, cfg.max_input_tokens, cfg.max_total_tokens, cfg.max_concurrent_requests)
+        try:
+            yield
+        finally:
+            admission.close()
+            if svc.trace is not None:
+                await svc.trace.close()
+            await backend.shutdown()
+
+    app = FastAPI(title="stream-harness reference server", version=VERSION, lifespan=lifespan,
+                  docs_url="/docs", openapi_url="/api-doc/openapi.json",
+                  description="TGI wire protocol (native + OpenAI-compatible routes) over a "
+                              "transformers or simulated backend.")
+    app.state.service = svc
+
+    @app.exception_handler(InferError)
+    async def _infer_error(request: Request, exc: InferError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(request: Request, exc: Unauthorized) -> Response:
+        return Response(status_code=401)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(RequestRejected(422, f"Failed to deserialize the JSON body into the target type: {exc.errors()[0].get('msg')}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return Response(status_code=exc.status_code)  # 404 / 405: empty bodies, as TGI
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return json_response({"error": "Internal server error", "error_type": "internal"}, 500)
+
+    from harness.server.native_routes import build_router as native_router
+    from harness.server.openai_routes import build_router as openai_router
+
+    app.include_router(native_router(svc))
+    app.include_router(openai_router(svc))
+
+    async def health(request: Request) -> Response:
+        if backend.healthy():
+            return Response(status_code=200)
+        return json_response({"error": "unhealthy", "error_type": "healthcheck"}, 503)
+
+    for path in ("/health", "/", "/ping"):
+        app.add_api_route(path, health, methods=["GET"], tags=["Text Generation Inference"],
+                          summary="Health: 200 empty when ready, 503 JSON otherwise",
+                          include_in_schema=path == "/health")
+
+    @app.get("/info", response_model=Info, tags=["Text Generation Inference"], summary="Server limits")
+    async def info() -> Response:
+        return json_response(info_dict(svc))
+
+    @app.get("/metrics", tags=["Text Generation Inference"], summary="Prometheus metrics (tgi_* names)",
+             response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        return PlainTextResponse(svc.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", response_model=ModelList, tags=["OpenAI"], summary="The served model")
+    async def models() -> Response:
+        mid = cfg.model_id
+        return json_response({"object": "list", "data": [{"id": mid, "object": "model", "created": 0,
+                                                          "owned_by": mid}]})
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        _, defs = models_json_schema(
+            [(m, "validation") for m in (GenerateRequest, CompatGenerateRequest, ChatRequest, CompletionRequest)],
+            ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
