@@ -1,0 +1,120 @@
+"""OpenAI-compatible streaming: ``POST /v1/chat/completions`` and ``POST /v1/completions``.
+
+Request: chat ``{"messages", "stream": true, "stream_options": {"include_usage": true},
+"max_tokens"?, "model"?}``; completions the same with ``"prompt"`` (text). ``model`` is sent when
+a model name is given (TGI treats any value other than "tgi" as an adapter id, vLLM requires it).
+
+Events: a chunk is a token event when any choice carries generated text: a non-empty
+``delta.content``, ``delta.reasoning_content``/``delta.reasoning`` (counted as tokens and counted
+in ``record.reasoning_events``), ``delta.tool_calls`` argument fragments, or ``text`` on
+completions. Role-only and empty deltas are not token events. Tokens per event: the length of
+``logprobs.content`` (chat) or ``logprobs.tokens`` (completions) when the server sends them, else
+1. ``usage`` (an extra ``choices: []`` chunk or on the last chunk) -> ``output_tokens_server`` /
+``input_tokens_server``; the last non-empty ``finish_reason`` -> ``finish_reason``. ``data: [DONE]``
+is required for ok. An error object mid-stream (``{"error": {...}}`` or TGI's older
+``{"error","error_type"}``) classifies the request and it is never ok, even when [DONE] follows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+from harness.client.base import StreamClient
+from harness.client.errors import classify_event, format_error, parse_error_payload
+from harness.client.sse import Event
+from harness.client.tgi import _malformed
+from harness.records import RequestRecord
+from harness.workload.prompt import Prompt
+
+
+class OpenAIClient(StreamClient):
+    """Client for ``/v1/chat/completions`` (default) and ``/v1/completions``."""
+
+    protocol = "openai"
+    default_endpoint = "/v1/chat/completions"
+
+    @property
+    def chat(self) -> bool:
+        return not self.endpoint.rstrip("/").endswith("/completions") or self.endpoint.rstrip("/").endswith(
+            "/chat/completions")
+
+    def build_body(self, prompt: Prompt) -> dict:
+        body: dict = {}
+        if self.model_name:
+            body["model"] = self.model_name
+        if self.chat:
+            body["messages"] = prompt.as_messages()
+        else:
+            body["prompt"] = prompt.as_text()
+        mnt = prompt.max_new_tokens if prompt.max_new_tokens is not None else self.max_new_tokens
+        if mnt is not None:
+            body["max_tokens"] = mnt
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        body.update(self.extra_body)
+        return body
+
+    def read_stream(self, events: Iterator[Event], rec: RequestRecord, texts: list[str] | None,
+                    on_text: Callable[[str], None] | None) -> bool:
+        loads = json.loads
+        token_ns = rec.token_ns
+        per_event = rec.tokens_per_event
+        failed = False
+        for t, data, event in events:
+            if data == b"[DONE]" or data.strip() == b"[DONE]":
+                if not failed:
+                    rec.end_ns = t
+                return not failed
+            try:
+                obj = loads(data)
+                choices = obj.get("choices")
+            except (ValueError, AttributeError):
+                return _malformed(rec, data)
+            if choices:
+                n = 0
+                reasoning = False
+                for c in choices:
+                    d = c.get("delta")
+                    if d is not None:
+                        piece = d.get("content")
+                        if not piece:
+                            piece = d.get("reasoning_content") or d.get("reasoning")
+                            if piece:
+                                reasoning = True
+                            elif d.get("tool_calls"):
+                                piece = "".join(((tc.get("function") or {}).get("arguments") or "")
+                                                for tc in d["tool_calls"])
+                    else:
+                        piece = c.get("text")
+                    if piece:
+                        lp = c.get("logprobs")
+                        k = 0
+                        if lp:
+                            k = len(lp.get("content") or lp.get("tokens") or ())
+                        n += k or 1
+                        if texts is not None and isinstance(piece, str):
+                            texts.append(piece)
+                            if on_text is not None:
+                                on_text(piece)
+                    fr = c.get("finish_reason")
+                    if fr:
+                        rec.finish_reason = fr
+                if n:
+                    token_ns.append(t)
+                    per_event.append(n)
+                    if reasoning:
+                        rec.reasoning_events += 1
+            usage = obj.get("usage")
+            if usage:
+                if usage.get("completion_tokens") is not None:
+                    rec.output_tokens_server = usage["completion_tokens"]
+                if usage.get("prompt_tokens") is not None:
+                    rec.input_tokens_server = usage["prompt_tokens"]
+            if (obj.get("error") or event == b"error") and not failed:
+                etype, msg, status = parse_error_payload(obj)
+                rec.outcome = classify_event(etype, msg, status)
+                rec.error_text = format_error(None, etype, msg)
+                rec.end_ns = t
+                failed = True
+        return False
