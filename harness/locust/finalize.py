@@ -1,0 +1,121 @@
+"""End of a run (local process or master): summary, step table, --fail-on verdicts, run.json, exit code.
+
+Exit codes (set as Locust's ``process_exit_code``, so Locust's "any failure -> 1" rule does not
+apply to overloads a scenario expects):
+- 0: no failure other than overloaded, cancelled (end of run) or dropped requests;
+- 1: other failures (timeouts, connect/HTTP/validation/generation errors, incomplete streams) or
+  exceptions in user code;
+- 3: a ``--fail-on`` rule holds (checked first).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import locust
+
+from harness.locust.run import RunContext
+from harness.records import Outcome, iter_records, write_run_meta
+
+logger = logging.getLogger("harness.locust")
+
+EXIT_OK, EXIT_ERRORS, EXIT_FAIL_ON = 0, 1, 3
+TOLERATED = frozenset({Outcome.OK, Outcome.OVERLOADED, Outcome.CANCELLED, Outcome.DROPPED})
+
+
+def step_table(records: list, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per step load window: attempted, overloaded and overload rate of requests sent in it.
+
+    A request belongs to the step whose ``[start_ns, end_ns)`` holds its ``send_ns`` (monotonic,
+    valid for workers on the master's host). overload_rate = overloaded / attempted.
+    """
+    out = []
+    for s in steps:
+        lo, hi = s["start_ns"], s.get("end_ns") or time.monotonic_ns()
+        sent = [r for r in records if r.send_ns is not None and lo <= r.send_ns < hi]
+        over = sum(1 for r in sent if r.outcome == Outcome.OVERLOADED)
+        out.append({"users": s["users"], "duration_s": round((hi - lo) / 1e9, 3), "attempted": len(sent),
+                    "overloaded": over, "overload_rate": round(over / len(sent), 4) if sent else 0.0})
+    return out
+
+
+def exit_code(outcomes: dict[str, int], exceptions: int, verdicts: list) -> int:
+    """The process exit code from outcome counts, user-code exceptions and --fail-on verdicts (module doc)."""
+    if any(not v.passed for v in verdicts):
+        return EXIT_FAIL_ON
+    if exceptions or any(n for k, n in outcomes.items() if k not in TOLERATED):
+        return EXIT_ERRORS
+    return EXIT_OK
+
+
+def finalize(ctx: RunContext, complete: bool = True) -> int:
+    """Close the sink, summarise the records, write summary.json/md and run.json; returns the exit code."""
+    from harness.analysis.summary import summarize, write_summary
+    from harness.gate import evaluate_rules, parse_rule
+    from harness.metrics import Slo
+
+    ctx.finalized = True
+    ctx.active = False
+    ctx.close_sink()
+    run_dir = ctx.run_dir
+    assert run_dir is not None
+    records = iter_records(run_dir) if (run_dir / "records.jsonl").exists() else []
+    o = ctx.opts
+    slo = Slo(ttft_ms=o.slo_ttft_ms or None, itl_ms=o.slo_itl_ms or None) if (o.slo_ttft_ms or o.slo_itl_ms) else None
+    summary = summarize(records, slo=slo)
+    write_summary(summary, run_dir, title=f"Run summary: {ctx.scenario}")
+    verdicts = evaluate_rules([parse_rule(r) for r in o.fail_on], summary) if o.fail_on else []
+    outcomes = dict(summary.get("outcomes") or {})
+    drops = outcomes.get(Outcome.DROPPED.value, 0)
+    if drops:
+        ctx.note_client_bound([f"{drops} open-loop arrivals dropped (client saturated, --max-inflight)"])
+    runner = ctx.env.runner
+    exceptions = len(getattr(runner, "exceptions", {}) or {})
+    code = exit_code(outcomes, exceptions, verdicts)
+    steps = step_table(records, ctx.steps) if ctx.steps else []
+    meta = {
+        "run_id": ctx.run_id, "scenario": ctx.scenario, "host": ctx.env.host,
+        "user_classes": sorted(c.__name__ for c in ctx.env.user_classes or []),
+        "users": dict(getattr(runner, "final_user_classes_count", {}) or {}),
+        "options": o.as_dict(), "locust_version": locust.__version__, "role": ctx.role,
+        "records": len(records), "complete": complete,
+        "client_bound": bool(ctx.client_bound_reasons), "client_bound_reasons": ctx.client_bound_reasons,
+        "steps": steps, "fail_on": [_verdict(v) for v in verdicts], "exit_code": code,
+        "ended_wall_ns": time.time_ns(),
+    }
+    meta.update(ctx.meta)
+    write_run_meta(run_dir, **meta)
+    _log(ctx, summary, steps, verdicts, code)
+    return code
+
+
+def _verdict(v: Any) -> dict[str, Any]:
+    return {"rule": v.name, "passed": v.passed, "value": v.value, "expected": v.expected, "detail": v.detail}
+
+
+def _log(ctx: RunContext, summary: dict, steps: list, verdicts: list, code: int) -> None:
+    lines = [f"stream-harness run {ctx.run_id} ({ctx.scenario}): {summary.get('outcomes', {}).get('ok', 0)} ok "
+             f"of {sum((summary.get('outcomes') or {}).values())} records -> {ctx.run_dir}"]
+    lines.append(f"  {'metric':<8} {'count':>7} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>9}  (ms)")
+    for name in ("ttft", "itl", "tpot", "e2e"):
+        g = lambda stat, n=name: summary.get(f"{n}_{stat}_ms")  # noqa: E731
+        if summary.get(f"{name}_count"):
+            lines.append(f"  {name.upper():<8} {summary.get(f'{name}_count'):>7} {_f(g('p50'))} {_f(g('p90'))} "
+                         f"{_f(g('p99'))} {_f(g('max'))}")
+    lines.append(f"  overload rate {summary.get('overload_rate', 0.0):.4f}, outcomes "
+                 + ", ".join(f"{k}={v}" for k, v in (summary.get("outcomes") or {}).items() if v))
+    for s in steps:
+        lines.append(f"  step {s['users']:>4} users: {s['attempted']} attempted, overload rate {s['overload_rate']:.4f}")
+    for v in verdicts:
+        lines.append(f"  --fail-on {v.name}: {'FAIL' if not v.passed else 'pass'} (value {v.value})")
+    if ctx.client_bound_reasons:
+        lines.append("  WARNING client bound, timings not trustworthy: " + "; ".join(ctx.client_bound_reasons))
+    lines.append(f"  exit code {code}")
+    logger.info("\n".join(lines))
+
+
+def _f(v: Any) -> str:
+    return f"{v:>9.2f}" if isinstance(v, int | float) else f"{'-':>9}"
+

@@ -1,0 +1,194 @@
+"""Locust event listeners that run the harness side of a test (installed once, on import of harness.locust).
+
+Order of a run, per role (see reference/locust-streaming.md for Locust's own order):
+- ``init_command_line_parser``: register the options (harness.locust.options);
+- ``init``: validate options (a bad one ends the process with one line, exit 2), bind the
+  :class:`~harness.locust.run.RunContext`, install the web UI tabs (master/local);
+- ``test_start``: master stamps run id and worker shares into the options copied to workers;
+  local/master open RUN_DIR, write run.json, start the 1 s flusher and the optional /metrics scraper;
+- ``test_stop``: cancel open-loop streams still in flight; workers send their final batch;
+  local finalizes; the master finalizes once every final batch is in;
+- ``quitting``: the master drains late final batches (harness.locust.shipping.drain) and
+  finalizes; ``process_exit_code`` is set (harness.locust.finalize).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import gevent
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
+
+from harness.locust import shipping, webui
+from harness.locust.finalize import finalize
+from harness.locust.options import OptionError, register, resolve
+from harness.locust.run import RunContext, bind, current
+from harness.records import write_run_meta
+
+logger = logging.getLogger("harness.locust")
+
+_state: dict[str, Any] = {"collector": shipping.Collector(), "flusher": None, "scraper": None, "exit_code": None}
+
+
+def _role(runner: Any) -> str:
+    if isinstance(runner, MasterRunner):
+        return "master"
+    if isinstance(runner, WorkerRunner):
+        return "worker"
+    return "local"
+
+
+def _die(message: str) -> None:
+    sys.stderr.write(f"stream-harness: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+@events.init_command_line_parser.add_listener
+def _on_parser(parser: Any) -> None:
+    register(parser)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    role = _role(environment.runner)
+    try:
+        opts = resolve(environment.parsed_options)
+        if opts.prompt_file and role != "worker":
+            from harness.locust.prompts import check_prompt_file
+
+            check_prompt_file(opts.prompt_file)
+    except (OptionError, ValueError) as exc:
+        _die(str(exc))
+        return
+    ctx = RunContext(environment, role, opts)
+    bind(ctx)
+    if role == "master":
+        environment.runner.register_message(shipping.MSG_FINAL, _on_final_message)
+    if role != "worker":
+        webui.install(environment, lambda: current().live)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_: Any) -> None:
+    ctx = current()
+    runner = environment.runner
+    try:
+        ctx.opts = resolve(environment.parsed_options)
+    except OptionError as exc:  # changed in the web UI form: keep the run going on the last good options
+        logger.error("stream-harness: %s (keeping the previous options)", exc)
+    if not (environment.host or all(getattr(c, "host", None) for c in environment.user_classes)):
+        logger.error("stream-harness: --host is required (the server's base URL, e.g. http://127.0.0.1:3000)")
+        gevent.spawn_later(0, runner.quit)
+    if ctx.role == "master":
+        workers = sorted(c.id for c in runner.clients.all)
+        ctx.start()
+        opts_ns = environment.parsed_options
+        opts_ns.harness_run_id = ctx.run_id
+        opts_ns.harness_workers = max(1, len(workers))
+        opts_ns.harness_shares = {cid: i for i, cid in enumerate(workers)}
+        _state["collector"] = shipping.Collector()
+        _state["collector"].expected.update(workers)
+    elif ctx.role == "worker":
+        ctx.node = f"w{getattr(environment.parsed_options, 'harness_shares', {}).get(runner.client_id, runner.worker_index)}"
+        ctx.start(getattr(environment.parsed_options, "harness_run_id", None))
+    else:
+        ctx.start()
+    if ctx.role != "worker":
+        _start_run_files(ctx, environment)
+
+
+def _start_run_files(ctx: RunContext, environment: Any) -> None:
+    assert ctx.run_dir is not None
+    write_run_meta(ctx.run_dir, run_id=ctx.run_id, scenario=ctx.scenario, host=environment.host,
+                   options=ctx.opts.as_dict(), role=ctx.role, started_wall_ns=time.time_ns(),
+                   user_classes=sorted(c.__name__ for c in environment.user_classes or []))
+    logger.info("stream-harness: run %s writes %s", ctx.run_id, ctx.run_dir)
+    _state["flusher"] = gevent.spawn(_flush_loop, ctx)
+    if ctx.opts.scrape_metrics and environment.host:
+        from harness.scrape import MetricsScraper
+
+        _state["scraper"] = MetricsScraper(environment.host, ctx.run_dir).start()
+
+
+def _flush_loop(ctx: RunContext) -> None:
+    """Local/master: flush the sink every second; local also checks the client-bound signals."""
+    while ctx.active:
+        gevent.sleep(1.0)
+        if ctx.sink is not None:
+            ctx.sink.flush()
+        if ctx.role == "local" and ctx.active:
+            ctx.check_client_bound()
+
+
+@events.report_to_master.add_listener
+def _on_report(client_id: str, data: dict, **_: Any) -> None:
+    ctx = current()
+    if ctx.role == "worker" and ctx.active:
+        data[shipping.KEY] = shipping.worker_payload(ctx, final=False)
+
+
+@events.worker_report.add_listener
+def _on_worker_report(client_id: str, data: dict, **_: Any) -> None:
+    ctx = current()
+    collector = _state["collector"]
+    if client_id in collector.finals:
+        collector.stats_after_final.add(client_id)
+    payload = data.get(shipping.KEY)
+    if payload:
+        shipping.merge(ctx, collector, client_id, payload)
+
+
+def _on_final_message(environment: Any, msg: Any, **_: Any) -> None:
+    shipping.merge(current(), _state["collector"], msg.node_id, msg.data or {})
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Any, **_: Any) -> None:
+    ctx = current()
+    if not ctx.active:
+        return
+    if ctx.schedule is not None:
+        ctx.schedule.cancel_inflight()
+    if ctx.role == "worker":
+        shipping.send_final(ctx)
+        ctx.active = False
+    elif ctx.role == "local":
+        _finalize(ctx, complete=True)
+    elif _state["collector"].complete():  # web UI stop: workers already sent their final batches
+        _finalize(ctx, complete=True)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_: Any) -> None:
+    ctx = current()
+    if ctx.role == "worker":
+        environment.process_exit_code = 0  # workers' outcomes are judged by the master
+        return
+    if ctx.active and not ctx.finalized and ctx.run_dir is not None:
+        complete = True
+        if ctx.role == "master":
+            timeout = float(environment.stop_timeout or 0) + 15.0
+            complete = shipping.drain(environment, ctx, _state["collector"], timeout)
+        _finalize(ctx, complete=complete)
+    if _state["exit_code"] is not None:
+        environment.process_exit_code = _state["exit_code"]
+
+
+def _finalize(ctx: RunContext, complete: bool) -> None:
+    for key in ("flusher",):
+        g = _state.get(key)
+        if g is not None:
+            g.kill(block=False)
+            _state[key] = None
+    scraper = _state.get("scraper")
+    if scraper is not None:
+        scraper.stop()
+        _state["scraper"] = None
+    code = finalize(ctx, complete=complete)
+    _state["exit_code"] = code
+    ctx.env.process_exit_code = code

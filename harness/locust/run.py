@@ -1,0 +1,163 @@
+"""The per-process run context: identity, run dir, record sink or outbox, live stats.
+
+One :class:`RunContext` per Locust process, bound in the ``init`` event (:func:`bind`) and reset at
+every ``test_start``. Its role follows Locust's runner:
+- ``local`` (single process): records go straight to ``RUN_DIR/records.jsonl``;
+- ``worker``: records are queued in an outbox and shipped to the master (harness.locust.shipping);
+- ``master``: writes the shipped records; runs no users.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from harness.locust.client_bound import ClientBoundMonitor
+from harness.locust.live import LiveStats
+from harness.locust.options import HarnessOptions
+from harness.records import RecordSink, RequestRecord
+
+logger = logging.getLogger("harness.locust")
+
+DEFAULT_RUNS_ROOT = Path("reports") / "runs"
+
+
+def scenario_name(user_classes: list[type]) -> str:
+    """The run's scenario label: the users' ``scenario`` attributes joined by '+' ("mixed" beyond three)."""
+    names = sorted({getattr(c, "scenario", "") or c.__name__ for c in user_classes})
+    if not names:
+        return "run"
+    return "+".join(names) if len(names) <= 3 else "mixed"
+
+
+def default_run_dir(scenario: str, root: Path = DEFAULT_RUNS_ROOT) -> Path:
+    """``reports/runs/<YYYYmmdd-HHMMSS>-<scenario>``, made unique with a counter suffix."""
+    base = root / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{scenario}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+class RunContext:
+    """State of one test run in one process (see module docstring)."""
+
+    def __init__(self, environment: Any, role: str, opts: HarnessOptions) -> None:
+        self.env = environment
+        self.role = role
+        self.opts = opts
+        self.node = "local"
+        self.run_id = ""
+        self.run_dir: Path | None = None
+        self.scenario = scenario_name(list(environment.user_classes or []))
+        self.sink: RecordSink | None = None
+        self.outbox: list[str] = []
+        self.live = LiveStats()  #: all of this run (local, master)
+        self.delta = LiveStats()  #: worker: since the last report
+        self.monitor = ClientBoundMonitor()
+        self.client_bound_reasons: list[str] = []
+        self.steps: list[dict[str, Any]] = []  #: step load windows (master/local clock)
+        self.meta: dict[str, Any] = {}
+        self.active = False
+        self.finalized = False
+        self.tests = 0
+        self._seq = itertools.count()
+        self.schedule: Any = None  #: open loop: this process's shared arrival schedule
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, run_id: str | None = None) -> None:
+        """Begin a test: new run id (and, on local/master, a run dir with an open sink)."""
+        self.tests += 1
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.outbox = []
+        self.live = LiveStats()
+        self.delta = LiveStats()
+        self.monitor = ClientBoundMonitor(self.node)
+        self.client_bound_reasons = []
+        self.steps = []
+        self.meta = {}
+        self.finalized = False
+        self.schedule = None
+        self._seq = itertools.count()
+        if self.role != "worker":
+            self.run_dir = self._choose_run_dir()
+            self.sink = RecordSink(self.run_dir, flush_interval_s=1.0)
+        self.active = True
+
+    def _choose_run_dir(self) -> Path:
+        if self.opts.run_dir:
+            base = Path(self.opts.run_dir)
+            return base if self.tests == 1 else base.with_name(f"{base.name}-{self.tests}")
+        return default_run_dir(self.scenario)
+
+    def close_sink(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+
+    # ----------------------------------------------------------------- records
+
+    def next_request_id(self) -> str:
+        """Unique within the run: ``<node>-<sequence>``."""
+        return f"{self.node}-{next(self._seq)}"
+
+    def stamp(self, rec: RequestRecord, scenario: str, user: str) -> RequestRecord:
+        """Fill the identity fields of a new record."""
+        rec.run_id, rec.scenario, rec.worker, rec.user = self.run_id, scenario, self.node, user
+        rec.request_id = self.next_request_id()
+        return rec
+
+    def submit(self, rec: RequestRecord) -> None:
+        """Account one finished record: live stats, lag monitor, and the sink (local) or outbox (worker)."""
+        if rec.intended_ns is not None and rec.send_ns is not None and rec.intended_ns != rec.send_ns:
+            self.monitor.note_lag((rec.send_ns - rec.intended_ns) / 1e6)
+        if self.role == "worker":
+            self.delta.add(rec)
+            self.outbox.append(rec.to_json())
+            return
+        self.live.add(rec)
+        if self.sink is not None:
+            self.sink.write(rec)
+        else:  # a request finishing after the run was closed: keep it rather than lose it
+            logger.warning("record %s arrived after the run was finalized; appended", rec.request_id)
+            if self.run_dir is not None:
+                with RecordSink(self.run_dir) as late:
+                    late.write(rec)
+
+    def take_outbox(self) -> list[str]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def note_client_bound(self, reasons: list[str]) -> None:
+        for r in reasons:
+            if r not in self.client_bound_reasons:
+                self.client_bound_reasons.append(r)
+
+    def check_client_bound(self) -> list[str]:
+        """Run the local monitor with this process's CPU reading; returns new reasons."""
+        runner = self.env.runner
+        cpu = getattr(runner, "current_cpu_usage", None) if runner is not None else None
+        fresh = self.monitor.check(cpu)
+        self.note_client_bound(fresh)
+        return fresh
+
+
+_CTX: RunContext | None = None
+
+
+def bind(ctx: RunContext) -> None:
+    global _CTX
+    _CTX = ctx
+
+
+def current() -> RunContext:
+    """The process's run context; raises when harness.locust's listeners were never initialised."""
+    if _CTX is None:
+        raise RuntimeError("harness.locust is not initialised: run scenarios with the locust command")
+    return _CTX

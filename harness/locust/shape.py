@@ -1,0 +1,66 @@
+"""One load shape for the whole scenarios folder, driven by options.
+
+Locust uses the first LoadTestShape it finds in a folder for every run, so there is exactly one:
+:class:`StepShape`. With ``--steps 4,8,16`` it holds each user count for ``--step-time`` seconds and
+then stops (the run's step windows go to run.json with the overload rate of each step). Without
+``--steps`` (and without a user class asking for default steps) it is transparent: ``-u``/``-r``
+as usual and ``-t`` ends the run, exactly as without a shape.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from locust import LoadTestShape
+
+from harness.locust.options import parse_steps
+from harness.locust.run import current
+
+
+def _steps(runner: Any) -> tuple[int, ...]:
+    opts = runner.environment.parsed_options
+    steps = parse_steps(getattr(opts, "steps", "") or "")
+    if steps:
+        return steps
+    for cls in runner.environment.user_classes or []:
+        default = getattr(cls, "default_steps", "")
+        if default:
+            return parse_steps(default)
+    return ()
+
+
+class StepShape(LoadTestShape):
+    """Step load from ``--steps``/``--step-time``; otherwise the usual -u/-r/-t."""
+
+    use_common_options = True
+
+    def tick(self) -> tuple[int, float] | None:
+        runner = self.runner
+        opts = runner.environment.parsed_options
+        run_time = self.get_run_time()
+        steps = _steps(runner)
+        if not steps:
+            limit = getattr(opts, "run_time", None)
+            if limit and run_time >= limit:
+                return None
+            return int(getattr(opts, "num_users", 1) or 1), float(getattr(opts, "spawn_rate", 1) or 1)
+        step_time = float(getattr(opts, "step_time", 10.0) or 10.0)
+        i = int(run_time // step_time)
+        limit = getattr(opts, "run_time", None)
+        if i >= len(steps) or (limit and run_time >= limit):
+            self._close_step()
+            return None
+        self._mark_step(i, steps[i])
+        return steps[i], float(max(steps[i], 1) * 10)
+
+    def _mark_step(self, i: int, users: int) -> None:
+        ctx = current()
+        if len(ctx.steps) == i:
+            self._close_step()
+            ctx.steps.append({"step": i, "users": users, "start_ns": time.monotonic_ns(), "end_ns": None})
+
+    def _close_step(self) -> None:
+        ctx = current()
+        if ctx.steps and ctx.steps[-1]["end_ns"] is None:
+            ctx.steps[-1]["end_ns"] = time.monotonic_ns()

@@ -1,0 +1,160 @@
+"""User base classes: stream with the harness client, fire TTFT/E2E events, write every record.
+
+- :class:`StreamingUser` (closed loop): each user sends one request after the other.
+- :class:`OpenLoopUser`: dispatches on the shared arrival schedule (harness.locust.dispatcher).
+- :class:`SessionUser`: multi-turn conversations with think time between turns.
+All three are abstract; scenario files subclass them and set ``scenario`` (the request-event name
+and the records' ``scenario`` field) and ``protocol``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from locust import User, constant, task
+
+from harness.client import RetryPolicy, StreamClient, Timeouts, make_client
+from harness.locust import dispatcher, events
+from harness.locust.prompts import prompt_source
+from harness.locust.run import current
+from harness.records import Outcome, RequestRecord
+from harness.workload import Prompt, Session
+
+_user_numbers = itertools.count()
+
+
+class StreamingUser(User):
+    """Closed loop: send a request, read the stream to its end, repeat (``wait_time`` between)."""
+
+    abstract = True
+    scenario = "stream"  #: request-event name and records' scenario
+    protocol = "tgi"  #: default wire protocol; --protocol overrides
+    endpoint: str | None = None  #: default route; --endpoint overrides
+    keep_text = False  #: keep the generated text in records
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.ctx = current()
+        self.opts = self.ctx.opts
+        self.user_index = next(_user_numbers)
+        self.user_id = f"{self.ctx.node}-u{self.user_index}"
+        self.next_prompt = prompt_source(self.opts, self.user_index)
+        self.client: StreamClient = self.new_client()
+        self._free_clients: list[StreamClient] = []
+
+    def on_stop(self) -> None:
+        for c in [self.client, *self._free_clients]:
+            c.close()
+
+    def new_client(self) -> StreamClient:
+        """A client for this user's target, configured from the options."""
+        o = self.opts
+        t = o.request_timeout
+        return make_client(
+            protocol=o.protocol or self.protocol, base_url=self.host, endpoint=o.endpoint or self.endpoint,
+            api_key=o.api_key or None, model_name=o.model_name or None,
+            timeouts=Timeouts(connect_s=min(10.0, t), read_s=min(60.0, t), total_s=t),
+            retry=RetryPolicy(max_retries=o.retry_overloaded),
+        )
+
+    def send(self, prompt: Prompt, intended_ns: int | None = None,
+             client: StreamClient | None = None) -> RequestRecord:
+        """Stream one request; fires its events and submits its record, also when cancelled."""
+        rec = self.ctx.stamp(RequestRecord(), self.scenario, self.user_id)
+        try:
+            rec = (client or self.client).stream(prompt, record=rec, intended_ns=intended_ns,
+                                                 keep_text=self.keep_text)
+        except BaseException:  # GreenletExit at the end of a run: the client marked it cancelled
+            if rec.outcome == Outcome.OK:
+                rec.outcome, rec.error_text = Outcome.CANCELLED.value, "cancelled by the harness"
+                rec.end_ns = rec.end_ns or time.monotonic_ns()
+            self._finish(rec)
+            raise
+        self._finish(rec)
+        return rec
+
+    def _finish(self, rec: RequestRecord) -> None:
+        events.fire(self.environment, self.scenario, rec)
+        self.ctx.submit(rec)
+
+    @task
+    def request(self) -> None:
+        self.send(self.next_prompt())
+
+
+class OpenLoopUser(StreamingUser):
+    """Open loop: this user dispatches arrivals of the process's shared schedule (see dispatcher)."""
+
+    abstract = True
+
+    @task
+    def request(self) -> None:
+        ctx = self.ctx
+        if ctx.schedule is None:
+            ctx.schedule = dispatcher.Schedule(self.opts, *worker_share(self.environment))
+        dispatcher.run(self, ctx.schedule)
+
+    def send_pooled(self, prompt: Prompt, intended_ns: int) -> None:
+        """Run one scheduled request on a free client of this user (one client per concurrent stream)."""
+        client = self._free_clients.pop() if self._free_clients else self.new_client()
+        try:
+            self.send(prompt, intended_ns=intended_ns, client=client)
+        finally:
+            self._free_clients.append(client)
+
+    def record_drop(self, prompt: Prompt, intended_ns: int, reason: str) -> None:
+        """Record an arrival the client could not send (pool full)."""
+        rec = self.ctx.stamp(RequestRecord(), self.scenario, self.user_id)
+        rec.protocol, rec.target = self.client.protocol, self.client.target
+        rec.intended_ns, rec.outcome, rec.error_text = intended_ns, Outcome.DROPPED.value, reason
+        rec.input_tokens_client = prompt.input_tokens
+        self._finish(rec)
+
+
+def worker_share(environment: Any) -> tuple[int, int]:
+    """(number of load-generating processes, this one's index) for splitting the arrival schedule."""
+    opts = environment.parsed_options
+    n = int(getattr(opts, "harness_workers", 0) or 1)
+    index = int(getattr(environment.runner, "worker_index", 0) or 0)
+    return n, index
+
+
+class SessionUser(StreamingUser):
+    """Multi-turn conversations: each turn resends the conversation so far; think time between turns.
+
+    A conversation has ``--turns`` user turns drawn from the prompt source; the streamed answer of
+    each ok turn joins the history. Think time is exponential with mean ``--think-time`` s. When a
+    conversation ends the user starts a new one.
+    """
+
+    abstract = True
+    protocol = "openai"
+    keep_text = True
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._conversations = itertools.count()
+        self.session = self.new_session()
+
+    def new_session(self) -> Session:
+        first = self.next_prompt()
+        turns = [first.as_text()] + [self.next_prompt().as_text() for _ in range(self.opts.turns - 1)]
+        return Session(turns, max_new_tokens=first.max_new_tokens, think_time_s=self.opts.think_time,
+                       think_time_kind="exponential",
+                       seed=self.opts.seed * 1_000_003 + self.user_index * 1009 + next(self._conversations))
+
+    def wait_time(self) -> float:
+        return self.session.think_time()
+
+    @task
+    def request(self) -> None:
+        if self.session.done:
+            self.session = self.new_session()
+        prompt = self.session.next_prompt()
+        if prompt is None:
+            return
+        rec = self.send(prompt)
+        if rec.ok:
+            self.session.add_reply(rec.text or "")
