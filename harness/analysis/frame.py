@@ -2,15 +2,21 @@
 
 :class:`RunFrame` holds, per record, every per-request metric of :mod:`harness.metrics` (one call of
 each dictionary function per record, nothing re-derived here) as numpy columns, plus the flat arrays
-of all inter-token gaps of ok requests (ITL is a distribution over gaps). Run-level metrics are
-computed later by the dictionary's run functions over ``records``; for frames read from a file the
-records are kept *without* their token lists (``token_ns`` and ``tokens_per_event`` released after the
-per-request pass) so that a million records fit in memory. Run functions only read scalar fields; the
-SLO verdict of each request (:meth:`harness.metrics.Slo.met_by`, which needs the token times) is taken
-during the per-request pass and kept in ``slo_met``.
+of all inter-token gaps of ok requests (ITL is a distribution over gaps) with the row each gap
+belongs to. The SLO verdict of each request (:meth:`harness.metrics.Slo.met_by`, which needs the token
+times) is taken in the same pass and kept in ``slo_met``.
 
-Units: ``*_ns`` columns are monotonic-clock nanoseconds, latency columns ms (NaN = "not defined for
-this request", e.g. TTFT of a request that produced no token), token columns counts.
+Run-level metrics are computed later by the dictionary's run functions over :attr:`RunFrame.records`.
+A frame read from a file does not keep the records themselves (a million records with their token
+lists do not fit comfortably in memory): ``records`` then rebuilds light :class:`RequestRecord`
+objects from the columns, carrying every scalar field the run functions read (outcome, send/end
+times, token counts) and no token lists.
+
+Large files are read by several processes in parallel, each taking a byte range of the JSONL file.
+
+Units: ``*_ns`` columns are monotonic-clock nanoseconds (-1 = absent), latency columns ms (NaN = "not
+defined for this request", e.g. TTFT of a request that produced no token), token columns counts
+(NaN = not reported).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -26,80 +32,107 @@ from pathlib import Path
 import numpy as np
 
 from harness import metrics as m
-from harness.records import RECORDS_FILE, RequestRecord
+from harness.records import RECORDS_FILE, Outcome, RequestRecord
 
 #: per-request dictionary functions that give one float (ms) or None, by metric name
 REQUEST_METRICS: tuple[str, ...] = tuple(name for name, d in m.METRICS.items() if d.scope == "request")
 #: per-gap dictionary functions that give a list of floats (ms), by metric name
 GAP_METRICS: tuple[str, ...] = tuple(name for name, d in m.METRICS.items() if d.scope == "gap")
+#: outcome codes stored in the ``outcome`` column
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
+_OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
 
+_FLOAT_COLS = (*REQUEST_METRICS, "output_tokens", "token_mismatch", "output_tokens_server",
+               "output_tokens_events", "output_tokens_retokenized", "input_tokens")
+_INT_COLS = ("send_ns", "end_ns", "intended_ns", "first_token_ns", "last_token_ns", "n_events", "ok",
+             "slo_met", "retries", "outcome")
 _NAN = float("nan")
-_EMPTY: list[int] = []
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
 class RunFrame:
     """Per-request columns (numpy, one row per record) and flat gap arrays of ok requests."""
 
-    records: list[RequestRecord]
     cols: dict[str, np.ndarray]
-    gaps: dict[str, np.ndarray]  #: metric name -> all gaps (ms) of ok requests
-    gap_row: np.ndarray  #: row index of the request each gap belongs to
+    gaps: dict[str, np.ndarray]  #: metric name -> all gaps (ms) of ok requests, in row order
+    gap_row: np.ndarray  #: row index of the request each gap belongs to (non-decreasing)
     slo: m.Slo | None = None
     meta: dict = field(default_factory=dict)
+    _records: list[RequestRecord] | None = None
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.cols["send_ns"])
+
+    @property
+    def outcome(self) -> np.ndarray:
+        """Outcome names per row (object array)."""
+        return np.asarray(OUTCOMES, dtype=object)[self.cols["outcome"]]
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        """The records (the originals when the frame was built from records, else light copies)."""
+        if self._records is None:
+            self._records = light_records(self.cols)
+        return self._records
 
     def subset(self, rows: np.ndarray) -> RunFrame:
-        """Frame restricted to ``rows`` (a boolean mask or index array over records)."""
+        """Frame restricted to ``rows`` (a boolean mask, or ascending unique row indices)."""
         idx = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
-        keep = np.zeros(len(self.records), dtype=bool)
+        keep = np.zeros(len(self), dtype=bool)
         keep[idx] = True
         remap = np.cumsum(keep) - 1
-        gmask = keep[self.gap_row] if len(self.gap_row) else np.zeros(0, dtype=bool)
-        recs = self.records
-        return RunFrame(
-            records=[recs[i] for i in idx.tolist()],
-            cols={k: v[idx] for k, v in self.cols.items()},
-            gaps={k: v[gmask] for k, v in self.gaps.items()},
-            gap_row=remap[self.gap_row[gmask]],
-            slo=self.slo,
-            meta=self.meta,
-        )
+        gmask = keep[self.gap_row]
+        recs = None if self._records is None else [self._records[i] for i in idx.tolist()]
+        return RunFrame({k: v[idx] for k, v in self.cols.items()},
+                        {k: v[gmask] for k, v in self.gaps.items()},
+                        remap[self.gap_row[gmask]], self.slo, self.meta, recs)
 
     def to_pandas(self):  # -> pandas.DataFrame
-        """The per-request columns as a pandas DataFrame."""
+        """The per-request columns as a pandas DataFrame (outcome as names)."""
         import pandas as pd
 
-        return pd.DataFrame(self.cols)
+        df = pd.DataFrame({k: v for k, v in self.cols.items() if k != "outcome"})
+        df["outcome"] = pd.Categorical.from_codes(self.cols["outcome"], categories=list(OUTCOMES))
+        return df
+
+
+def light_records(cols: dict[str, np.ndarray]) -> list[RequestRecord]:
+    """Scalar-field copies of the records behind ``cols`` (no token lists), for the run functions."""
+    def opt_int(a: np.ndarray) -> list[int | None]:
+        return [None if v < 0 else v for v in a.tolist()]
+
+    def opt_tok(a: np.ndarray) -> list[int | None]:
+        return [None if v != v else int(v) for v in a.tolist()]  # NaN -> None
+
+    send, end, intended = opt_int(cols["send_ns"]), opt_int(cols["end_ns"]), opt_int(cols["intended_ns"])
+    srv, ret = opt_tok(cols["output_tokens_server"]), opt_tok(cols["output_tokens_retokenized"])
+    ev = cols["output_tokens_events"].astype(np.int64).tolist()
+    oc = [OUTCOMES[c] for c in cols["outcome"].tolist()]
+    return [RequestRecord(intended_ns=i, send_ns=s, attempt_send_ns=s, end_ns=e, outcome=o,
+                          output_tokens_server=a, output_tokens_events=b, output_tokens_retokenized=c)
+            for i, s, e, o, a, b, c in zip(intended, send, end, oc, srv, ev, ret, strict=True)]
 
 
 class _Builder:
     """Accumulates per-request values; one dictionary call per metric per record."""
 
-    def __init__(self, slo: m.Slo | None, strip: bool) -> None:
+    def __init__(self, slo: m.Slo | None, keep: bool) -> None:
         self.slo = slo
-        self.strip = strip
-        self.records: list[RequestRecord] = []
-        self.f: dict[str, array] = {name: array("d") for name in REQUEST_METRICS}
-        for name in ("output_tokens", "token_mismatch", "output_tokens_server", "output_tokens_events",
-                     "output_tokens_retokenized", "input_tokens"):
-            self.f[name] = array("d")
-        self.i: dict[str, array] = {name: array("q") for name in
-                                    ("send_ns", "end_ns", "intended_ns", "first_token_ns", "last_token_ns",
-                                     "n_events", "ok", "slo_met", "retries")}
-        self.outcome: list[str] = []
+        self.records: list[RequestRecord] | None = [] if keep else None
+        self.f: dict[str, array] = {name: array("d") for name in _FLOAT_COLS}
+        self.i: dict[str, array] = {name: array("q") for name in _INT_COLS}
         self.gaps: dict[str, array] = {name: array("d") for name in GAP_METRICS}
         self.gap_row = array("q")
-        self._fns = [(self.f[name], m.METRICS[name].fn) for name in REQUEST_METRICS]
-        self._gap_fns = [(self.gaps[name], m.METRICS[name].fn) for name in GAP_METRICS]
+        self.rows = 0
+        self._fns = [(self.f[name].append, m.METRICS[name].fn) for name in REQUEST_METRICS]
 
     def add(self, r: RequestRecord) -> None:
-        row = len(self.records)
-        for col, fn in self._fns:
+        row = self.rows
+        self.rows += 1
+        for append, fn in self._fns:
             v = fn(r)
-            col.append(_NAN if v is None else v)
+            append(_NAN if v is None else v)
         f, i = self.f, self.i
         f["output_tokens"].append(m.output_tokens(r))
         mm = m.token_mismatch(r)
@@ -111,63 +144,60 @@ class _Builder:
         it = r.input_tokens_server if r.input_tokens_server is not None else r.input_tokens_client
         f["input_tokens"].append(_NAN if it is None else it)
         t = r.token_ns
-        i["send_ns"].append(r.send_ns if r.send_ns is not None else -1)
-        i["end_ns"].append(r.end_ns if r.end_ns is not None else -1)
-        i["intended_ns"].append(r.intended_ns if r.intended_ns is not None else -1)
+        i["send_ns"].append(-1 if r.send_ns is None else r.send_ns)
+        i["end_ns"].append(-1 if r.end_ns is None else r.end_ns)
+        i["intended_ns"].append(-1 if r.intended_ns is None else r.intended_ns)
         i["first_token_ns"].append(t[0] if t else -1)
         i["last_token_ns"].append(t[-1] if t else -1)
         i["n_events"].append(len(t))
-        ok = r.ok
+        ok = r.outcome == Outcome.OK
         i["ok"].append(ok)
         i["slo_met"].append(self.slo.met_by(r) if self.slo is not None else ok)
         i["retries"].append(r.retries)
-        self.outcome.append(r.outcome)
+        i["outcome"].append(_OUTCOME_CODE.get(r.outcome, _OUTCOME_CODE[Outcome.HTTP_ERROR.value]))
         if ok and len(t) > 1:
-            for col, fn in self._gap_fns:
-                col.extend(fn(r))
+            itl = m.itl_ms(r)
+            self.gaps["itl"].extend(itl)
+            # itl_per_token_ms equals itl_ms exactly (gap / 1) when every event carries one token;
+            # only bundled events need the per-token call.
+            if max(r.tokens_per_event, default=1) <= 1:
+                self.gaps["itl_per_token"].extend(itl)
+            else:
+                self.gaps["itl_per_token"].extend(m.itl_per_token_ms(r))
             self.gap_row.extend(repeat(row, len(t) - 1))  # itl_ms gives len(token_ns) - 1 gaps
-        if self.strip:
-            r.token_ns = _EMPTY
-            r.tokens_per_event = _EMPTY
-            r.text = None
-        self.records.append(r)
+        if self.records is not None:
+            self.records.append(r)
 
-    def build(self, meta: dict | None = None) -> RunFrame:
-        cols: dict[str, np.ndarray] = {k: np.frombuffer(v, dtype=np.float64) if len(v) else np.zeros(0)
-                                       for k, v in self.f.items()}
-        for k, v in self.i.items():
-            cols[k] = np.frombuffer(v, dtype=np.int64) if len(v) else np.zeros(0, dtype=np.int64)
-        cols["ok"] = cols["ok"].astype(bool)
-        cols["slo_met"] = cols["slo_met"].astype(bool)
-        cols["outcome"] = np.asarray(self.outcome, dtype=object)
-        gaps = {k: np.frombuffer(v, dtype=np.float64) if len(v) else np.zeros(0) for k, v in self.gaps.items()}
-        gap_row = np.frombuffer(self.gap_row, dtype=np.int64) if len(self.gap_row) else np.zeros(0, np.int64)
-        return RunFrame(self.records, cols, gaps, gap_row, self.slo, meta or {})
+    def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+        cols: dict[str, np.ndarray] = {k: _np(v, np.float64) for k, v in self.f.items()}
+        cols.update({k: _np(v, np.int64) for k, v in self.i.items()})
+        gaps = {k: _np(v, np.float64) for k, v in self.gaps.items()}
+        return cols, gaps, _np(self.gap_row, np.int64)
 
 
-def build_frame(records: Iterable[RequestRecord], slo: m.Slo | None = None, strip: bool = False) -> RunFrame:
-    """Frame of ``records``; ``strip`` releases each record's token lists after its values are taken.
+def _np(a: array, dtype: type) -> np.ndarray:
+    return np.frombuffer(a, dtype=dtype).copy() if len(a) else np.zeros(0, dtype=dtype)
+
+
+def _finish(cols: dict[str, np.ndarray], gaps: dict[str, np.ndarray], gap_row: np.ndarray,
+            slo: m.Slo | None, meta: dict, records: list[RequestRecord] | None) -> RunFrame:
+    cols["ok"] = cols["ok"].astype(bool)
+    cols["slo_met"] = cols["slo_met"].astype(bool)
+    cols["outcome"] = cols["outcome"].astype(np.int8)
+    if np.array_equal(gaps["itl"], gaps["itl_per_token"]):
+        gaps["itl_per_token"] = gaps["itl"]  # share memory (and the sort) when no event was bundled
+    return RunFrame(cols, gaps, gap_row, slo, meta, records)
+
+
+def build_frame(records: Iterable[RequestRecord], slo: m.Slo | None = None) -> RunFrame:
+    """Frame of in-memory ``records`` (kept as :attr:`RunFrame.records`).
 
     ``slo_met`` is :meth:`Slo.met_by` per record when ``slo`` is given, else the ok flag.
     """
-    b = _Builder(slo, strip)
+    b = _Builder(slo, keep=True)
     for r in records:
         b.add(r)
-    return b.build()
-
-
-def _iter_jsonl(path: Path) -> Iterator[RequestRecord]:
-    """Records of a JSONL file; a truncated or corrupt line (process killed mid-write) is skipped."""
-    loads = json.loads
-    from_dict = RequestRecord.from_dict
-    with open(path, "rb") as fh:
-        for line in fh:
-            if len(line) < 3:
-                continue
-            try:
-                yield from_dict(loads(line))
-            except (ValueError, TypeError):
-                continue
+    return _finish(*b.arrays(), slo, {}, b.records)
 
 
 def records_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -176,10 +206,48 @@ def records_path(run_dir: str | os.PathLike[str]) -> Path:
     return p / RECORDS_FILE if p.is_dir() else p
 
 
-def load_frame(run_dir: str | os.PathLike[str], slo: m.Slo | None = None) -> RunFrame:
-    """Read a run's records (JSONL, streamed) into a stripped :class:`RunFrame`."""
+def _load_range(path: str, start: int, end: int, slo: m.Slo | None):
+    """Per-request arrays of the lines that *begin* in ``[start, end)`` of a JSONL file."""
+    b = _Builder(slo, keep=False)
+    loads, from_dict, add = json.loads, RequestRecord.from_dict, b.add
+    with open(path, "rb") as fh:
+        if start > 0:
+            fh.seek(start - 1)
+            fh.readline()  # finish the line that straddles start (or just its newline)
+        pos = fh.tell()
+        for line in fh:
+            if pos >= end:
+                break
+            pos += len(line)
+            if len(line) < 3:
+                continue
+            try:
+                rec = from_dict(loads(line))
+            except (ValueError, TypeError):
+                continue  # a process killed mid-write leaves a partial line
+            add(rec)
+    return b.arrays()
+
+
+def load_frame(run_dir: str | os.PathLike[str], slo: m.Slo | None = None, workers: int | None = None) -> RunFrame:
+    """Read a run's records (JSONL) into a :class:`RunFrame`; large files in parallel byte ranges."""
     path = records_path(run_dir)
-    b = _Builder(slo, strip=True)
-    for r in _iter_jsonl(path):
-        b.add(r)
-    return b.build({"path": str(path)})
+    size = path.stat().st_size
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    n = max(1, min(n, 8, size // PARALLEL_MIN_BYTES or 1))
+    bounds = [size * k // n for k in range(n + 1)]
+    if n == 1:
+        parts = [_load_range(str(path), 0, size, slo)]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(n, mp_context=ctx) as ex:
+            futs = [ex.submit(_load_range, str(path), bounds[k], bounds[k + 1], slo) for k in range(n)]
+            parts = [f.result() for f in futs]
+    cols = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    gaps = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    offsets = np.cumsum([0] + [len(p[0]["send_ns"]) for p in parts])
+    gap_row = np.concatenate([p[2] + off for p, off in zip(parts, offsets, strict=False)])
+    return _finish(cols, gaps, gap_row, slo, {"path": str(path)}, None)

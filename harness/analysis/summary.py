@@ -86,8 +86,11 @@ def summarize_frame(frame: RunFrame, slo: m.Slo | None = None,
                  "outcomes": m.outcome_counts(sub.records)}
     for name in REQUEST_METRICS:
         _flatten(name, m.METRICS[name].unit, dist(cols[name][ok]), out)
-    for name in GAP_METRICS:
-        _flatten(name, m.METRICS[name].unit, dist(sub.gaps[name]), out)
+    done: dict[int, dict] = {}
+    for name in GAP_METRICS:  # itl_per_token may share itl's array: one sort
+        g = sub.gaps[name]
+        d = done.setdefault(id(g), dist(g))
+        _flatten(name, m.METRICS[name].unit, d, out)
     _flatten("output_tokens", "tokens", dist(cols["output_tokens"][ok]), out)
     _flatten("input_tokens", "tokens", dist(cols["input_tokens"][ok]), out)
     out.update(run_metrics(sub.records, cols["slo_met"], slo))

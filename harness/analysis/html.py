@@ -1,0 +1,122 @@
+"""report.html: one self-contained file (images inlined as base64 PNG, inline CSS, no scripts).
+
+Order: headline numbers, latency table, outcomes, plots, then the definitions appendix taken from the
+metric dictionary (:data:`harness.metrics.METRICS`).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from html import escape
+from pathlib import Path
+
+from harness import metrics as m
+from harness.analysis.frame import GAP_METRICS, REQUEST_METRICS
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
+.cards{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}
+.card{border:1px solid #ddd;border-radius:8px;padding:.6em 1em;min-width:9em}
+.card .v{font-size:1.5em;font-weight:600} .card .k{color:#666;font-size:.85em}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em}
+td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right} th{background:#f5f5f5}
+td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.note{background:#f8f8e8;border-left:4px solid #cc9;padding:.5em 1em}
+.bad{color:#b00} .good{color:#070}
+"""
+
+
+def img_tag(path: Path, alt: str) -> str:
+    """An <img> with the PNG inlined as a data URI."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def fmt(v: object, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v != v:
+            return "–"
+        return f"{v:,.{digits}f}" if abs(v) >= 1 or v == 0 else f"{v:.{max(digits, 3)}g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return escape(str(v))
+
+
+def cards(items: Iterable[tuple[str, str]]) -> str:
+    return '<div class="cards">' + "".join(
+        f'<div class="card"><div class="v">{v}</div><div class="k">{escape(k)}</div></div>' for k, v in items) + "</div>"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    h = "".join(f"<th>{escape(x)}</th>" for x in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def headline_cards(s: dict) -> str:
+    return cards([
+        ("requests/s (ok)", fmt(s.get("request_throughput"), 2)),
+        ("output tokens/s", fmt(s.get("output_tokens_per_s"))),
+        ("goodput (req/s within SLO)", fmt(s.get("goodput"), 2)),
+        ("TTFT p50 / p99 (ms)", f"{fmt(s.get('ttft_p50_ms'))} / {fmt(s.get('ttft_p99_ms'))}"),
+        ("ITL p50 / p99 (ms)", f"{fmt(s.get('itl_p50_ms'))} / {fmt(s.get('itl_p99_ms'))}"),
+        ("TPOT p50 (ms)", fmt(s.get("tpot_p50_ms"))),
+        ("E2E p50 / p99 (ms)", f"{fmt(s.get('e2e_p50_ms'))} / {fmt(s.get('e2e_p99_ms'))}"),
+        ("overload rate", f"{(s.get('overload_rate') or 0):.2%}"),
+        ("error rate", f"{(s.get('error_rate') or 0):.2%}"),
+        ("drops", fmt(s.get("drops"))),
+    ])
+
+
+def latency_table(s: dict) -> str:
+    stats = ("mean", "p50", "p90", "p95", "p99", "p99_9", "max")
+    rows = []
+    for name in (*REQUEST_METRICS, *GAP_METRICS):
+        if not s.get(f"{name}_count"):
+            continue
+        unit = m.METRICS[name].unit
+        rows.append([name, fmt(s.get(f"{name}_count"))] + [fmt(s.get(f"{name}_{st}_{unit}"), 2) for st in stats])
+    return table(["metric (ms)", "count", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"], rows)
+
+
+def definitions_appendix() -> str:
+    rows = [[f"<code>{escape(d.name)}</code>", escape(d.unit), escape(d.scope), escape(d.definition)]
+            for d in m.METRICS.values()]
+    return "<h2>Appendix: metric definitions</h2>" + table(["metric", "unit", "scope", "definition"], rows)
+
+
+def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[tuple[str, Path]],
+                  meta: dict, window_note: str) -> str:
+    """The whole report page."""
+    title = f"stream-harness report: {meta.get('scenario') or meta.get('run_id') or 'run'}"
+    facts = [("target", meta.get("host") or meta.get("target")), ("users", meta.get("users")),
+             ("scenario", meta.get("scenario")), ("run dir", meta.get("run_dir"))]
+    sub = " · ".join(f"{k}: {escape(str(v))}" for k, v in facts if v not in (None, ""))
+    slo = summary.get("slo")
+    slo_txt = ", ".join(f"{k} ≤ {v:g}" for k, v in slo.items()) if slo else "none given (goodput not computed)"
+    tok = summary.get("tokens") or {}
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1><p class='sub'>{sub}</p>",
+        f"<p class='note'>Headline numbers cover the steady window: {escape(window_note)}. "
+        f"{fmt(summary.get('requests'))} requests in it, {fmt(summary.get('ok'))} ok; "
+        f"measurement window {fmt(summary.get('measurement_window_s'), 1)} s. SLO: {escape(slo_txt)}.</p>",
+        headline_cards(summary),
+        "<h2>Latency (ok requests, steady window)</h2>", latency_table(summary),
+        "<h2>Outcomes</h2>",
+        table(["outcome", "steady window", "whole run"],
+              [[k, fmt(summary.get("outcomes", {}).get(k, 0)), fmt(v)] for k, v in full_outcomes.items()]),
+        "<h2>Token accounting (ok requests, steady window)</h2>",
+        table(["quantity", "tokens"], [[escape(k), fmt(v)] for k, v in tok.items()]),
+        "<h2>Plots</h2>",
+    ]
+    for title_, path in plots:
+        parts.append(f"<h3>{escape(title_)}</h3>{img_tag(path, title_)}")
+    parts.append(definitions_appendix())
+    parts.append("</body></html>")
+    return "\n".join(parts)
