@@ -8,8 +8,11 @@ option wins over the environment.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
+import threading
 
 from harness.cli import CliError
 
@@ -121,6 +124,35 @@ def build_config(args: argparse.Namespace):
         api_key=args.api_key, payload_limit=args.payload_limit, trace_file=args.trace_file)
 
 
+def _graceful_server_class():
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, but SIGTERM/SIGINT end with exit status 0 (uvicorn re-raises the
+        signal after shutdown) and first close admission (new requests: overloaded) while
+        in-flight requests finish within ``--graceful-termination-timeout``."""
+
+        on_exit = staticmethod(lambda: None)
+
+        def handle_exit(self, sig, frame) -> None:  # noqa: ANN001 - signal handler signature
+            self.on_exit()
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # noqa: ANN201
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the backend and app, serve until SIGTERM/SIGINT (graceful), return 0."""
     import uvicorn
@@ -128,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.server.app import create_app
     from harness.server.backends import create_backend
 
+    _GracefulServer = _graceful_server_class()
     cfg = build_config(args)
     level = "debug" if args.log_level == "trace" else args.log_level
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -140,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
                             loop="uvloop", http="httptools", lifespan="on",
                             timeout_graceful_shutdown=args.graceful_termination_timeout or None,
                             timeout_keep_alive=30, backlog=4096)
-    server = uvicorn.Server(config)
+    server = _GracefulServer(config)
+    server.on_exit = lambda: app.state.service.admission.close()
     server.run()
     if not server.started:
         raise CliError(f"could not start the server on {args.host}:{args.port} (see the log above)")
