@@ -9,10 +9,10 @@ from pathlib import Path
 
 from harness import metrics as m
 from harness.analysis import plots as P
-from harness.analysis.frame import RunFrame, load_frame, records_path
+from harness.analysis.frame import load_frame, records_path
 from harness.analysis.html import render_report
-from harness.analysis.steady import SteadyWindow, detect
-from harness.analysis.summary import summarize_frame, write_summary
+from harness.analysis.steady import SteadyWindow
+from harness.analysis.summary import analyse, write_summary
 from harness.analysis.timeseries import per_second
 from harness.scrape import BATCH_SERIES, QUEUE_SERIES, series
 
@@ -32,18 +32,6 @@ def run_meta(run_dir: Path) -> dict:
         return json.loads(p.read_text()) if p.exists() else {}
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def analyse(frame: RunFrame, slo: m.Slo | None, steady: bool = True, warmup_s: float = 0.0) -> tuple[dict, SteadyWindow | None]:
-    """Summary of the steady window (whole run when ``steady`` is False) with the window's description."""
-    live = frame.cols["outcome"] != P.OUTCOMES.index("dropped")
-    window = detect(frame.cols["send_ns"][live], frame.cols["end_ns"][live], warmup_s)
-    use = window.as_tuple() if (steady and window is not None and window.detected) or (
-        window is not None and warmup_s > 0) else None
-    summary = summarize_frame(frame, slo, use)
-    summary["steady_window_info"] = None if window is None else {
-        **window.to_dict(), "applied": use is not None}
-    return summary, window
 
 
 def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from harness import metrics as m
-from harness.analysis.frame import GAP_METRICS, REQUEST_METRICS, RunFrame, build_frame
+from harness.analysis.frame import GAP_METRICS, OUTCOMES, REQUEST_METRICS, RunFrame, build_frame
+from harness.analysis.steady import SteadyWindow, detect
 from harness.records import RequestRecord
 
 STATS: tuple[str, ...] = ("mean", "min", "max", *m.PERCENTILE_KEYS.values())
@@ -53,23 +54,43 @@ def window_mask(frame: RunFrame, steady_window: tuple[int, int] | None) -> np.nd
     return (send >= start) & (send < end)
 
 
+#: run keys -> the dictionary call that computes them from (records, window_s, met records)
+RUN_FUNCTIONS: dict[str, Callable[[Sequence[RequestRecord], float, list[RequestRecord]], float | int]] = {
+    "output_tokens_per_s": lambda recs, w, met: m.output_tokens_per_s(recs, w),
+    "request_throughput": lambda recs, w, met: m.request_throughput(recs, w),
+    # met requests are ok and met every bound, so goodput over them with an empty Slo counts them
+    "goodput": lambda recs, w, met: m.goodput(met, w, m.Slo()),
+    "overload_rate": lambda recs, w, met: m.overload_rate(recs),
+    "error_rate": lambda recs, w, met: sum(m.error_rate_by_class(recs).values()),
+    "drops": lambda recs, w, met: m.drop_count(recs),
+    "token_mismatch_rate": lambda recs, w, met: m.token_mismatch_rate(recs),
+    "requests": lambda recs, w, met: len(recs),
+    "attempted": lambda recs, w, met: m.attempted(recs),
+    "ok": lambda recs, w, met: sum(1 for r in recs if r.ok),
+    "measurement_window_s": lambda recs, w, met: w,
+}
+
+
+def run_value(key: str, records: Sequence[RequestRecord], slo_met: np.ndarray, slo: m.Slo | None) -> float | None:
+    """One run key computed by the dictionary over ``records`` (``slo_met[i]`` = ``slo.met_by(records[i])``)."""
+    if key == "goodput" and slo is None:
+        return None
+    window = m.measurement_window_s(records)
+    if key.startswith("error_rate_"):
+        return m.error_rate_by_class(records).get(key.removeprefix("error_rate_"))
+    met = [r for r, f in zip(records, slo_met.tolist(), strict=True) if f] if key == "goodput" else []
+    return RUN_FUNCTIONS[key](records, window, met)
+
+
 def run_metrics(records: Sequence[RequestRecord], slo_met: np.ndarray, slo: m.Slo | None) -> dict:
     """The dictionary's run functions over ``records``; ``slo_met[i]`` is ``slo.met_by(records[i])``."""
     window = m.measurement_window_s(records)
-    met = [r for r, f in zip(records, slo_met.tolist(), strict=True) if f]
-    by_class = m.error_rate_by_class(records)
-    out: dict = {
-        "measurement_window_s": window,
-        "output_tokens_per_s": m.output_tokens_per_s(records, window),
-        "request_throughput": m.request_throughput(records, window),
-        # met requests are ok and met every bound, so goodput over them with an empty Slo counts them
-        "goodput": m.goodput(met, window, m.Slo()) if slo is not None else None,
-        "overload_rate": m.overload_rate(records),
-        "error_rate": sum(by_class.values()),
-        "drops": m.drop_count(records),
-        "token_mismatch_rate": m.token_mismatch_rate(records),
-    }
-    for k, v in by_class.items():
+    met = [r for r, f in zip(records, slo_met.tolist(), strict=True) if f] if slo is not None else []
+    out: dict = {"measurement_window_s": window}
+    for key in ("output_tokens_per_s", "request_throughput", "goodput", "overload_rate", "error_rate", "drops",
+                "token_mismatch_rate"):
+        out[key] = RUN_FUNCTIONS[key](records, window, met) if (key != "goodput" or slo is not None) else None
+    for k, v in m.error_rate_by_class(records).items():
         out[f"error_rate_{k}"] = v
     return out
 
@@ -109,6 +130,21 @@ def summarize_frame(frame: RunFrame, slo: m.Slo | None = None,
     out["steady_window"] = None if steady_window is None else {
         "start_ns": int(steady_window[0]), "end_ns": int(steady_window[1])}
     return out
+
+
+def analyse(frame: RunFrame, slo: m.Slo | None, steady: bool = True,
+            warmup_s: float = 0.0) -> tuple[dict, SteadyWindow | None]:
+    """Summary of the detected steady window (whole run when ``steady`` is False or none is detected).
+
+    ``warmup_s`` > 0 always cuts at least that much from the start. ``steady_window_info`` in the
+    summary describes the window and whether it was applied.
+    """
+    live = frame.cols["outcome"] != OUTCOMES.index("dropped")
+    window = detect(frame.cols["send_ns"][live], frame.cols["end_ns"][live], warmup_s)
+    applied = window is not None and ((steady and window.detected) or warmup_s > 0)
+    summary = summarize_frame(frame, slo, window.as_tuple() if applied else None)  # type: ignore[union-attr]
+    summary["steady_window_info"] = None if window is None else {**window.to_dict(), "applied": applied}
+    return summary, window
 
 
 def _slo_dict(slo: m.Slo | None) -> dict | None:
