@@ -6,6 +6,10 @@ apply to overloads a scenario expects):
 - 1: other failures (timeouts, connect/HTTP/validation/generation errors, incomplete streams) or
   exceptions in user code;
 - 3: a ``--fail-on`` rule holds (checked first).
+
+``--fail-on`` rules are failure conditions (``ttft_p95_ms>500`` fails the run when the p95 TTFT is
+above 500 ms), evaluated with harness.gate over the run's summary (harness.analysis.summary); a
+rule whose metric has no value in the run (e.g. no ok request) counts as triggered.
 """
 
 from __future__ import annotations
@@ -41,9 +45,14 @@ def step_table(records: list, steps: list[dict[str, Any]]) -> list[dict[str, Any
     return out
 
 
+def triggered(verdict: Any) -> bool:
+    """A --fail-on rule fires when its condition holds, or when its metric has no value."""
+    return bool(verdict.passed or verdict.value is None)
+
+
 def exit_code(outcomes: dict[str, int], exceptions: int, verdicts: list) -> int:
     """The process exit code from outcome counts, user-code exceptions and --fail-on verdicts (module doc)."""
-    if any(not v.passed for v in verdicts):
+    if any(triggered(v) for v in verdicts):
         return EXIT_FAIL_ON
     if exceptions or any(n for k, n in outcomes.items() if k not in TOLERATED):
         return EXIT_ERRORS
@@ -74,7 +83,8 @@ def finalize(ctx: RunContext, complete: bool = True) -> int:
     runner = ctx.env.runner
     exceptions = len(getattr(runner, "exceptions", {}) or {})
     code = exit_code(outcomes, exceptions, verdicts)
-    steps = step_table(records, ctx.steps) if ctx.steps else []
+    shape_steps = getattr(ctx.env.shape_class, "steps", None) or []
+    steps = step_table(records, shape_steps) if shape_steps else []
     meta = {
         "run_id": ctx.run_id, "scenario": ctx.scenario, "host": ctx.env.host,
         "user_classes": sorted(c.__name__ for c in ctx.env.user_classes or []),
@@ -92,7 +102,7 @@ def finalize(ctx: RunContext, complete: bool = True) -> int:
 
 
 def _verdict(v: Any) -> dict[str, Any]:
-    return {"rule": v.name, "passed": v.passed, "value": v.value, "expected": v.expected, "detail": v.detail}
+    return {"rule": v.name, "triggered": triggered(v), "value": v.value, "detail": v.detail}
 
 
 def _log(ctx: RunContext, summary: dict, steps: list, verdicts: list, code: int) -> None:
@@ -109,7 +119,7 @@ def _log(ctx: RunContext, summary: dict, steps: list, verdicts: list, code: int)
     for s in steps:
         lines.append(f"  step {s['users']:>4} users: {s['attempted']} attempted, overload rate {s['overload_rate']:.4f}")
     for v in verdicts:
-        lines.append(f"  --fail-on {v.name}: {'FAIL' if not v.passed else 'pass'} (value {v.value})")
+        lines.append(f"  --fail-on {v.name}: {'TRIGGERED' if triggered(v) else 'not triggered'} (value {v.value})")
     if ctx.client_bound_reasons:
         lines.append("  WARNING client bound, timings not trustworthy: " + "; ".join(ctx.client_bound_reasons))
     lines.append(f"  exit code {code}")

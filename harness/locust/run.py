@@ -61,7 +61,6 @@ class RunContext:
         self.delta = LiveStats()  #: worker: since the last report
         self.monitor = ClientBoundMonitor()
         self.client_bound_reasons: list[str] = []
-        self.steps: list[dict[str, Any]] = []  #: step load windows (master/local clock)
         self.meta: dict[str, Any] = {}
         self.active = False
         self.finalized = False
@@ -80,7 +79,6 @@ class RunContext:
         self.delta = LiveStats()
         self.monitor = ClientBoundMonitor(self.node)
         self.client_bound_reasons = []
-        self.steps = []
         self.meta = {}
         self.finalized = False
         self.schedule = None

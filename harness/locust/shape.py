@@ -15,7 +15,6 @@ from typing import Any
 from locust import LoadTestShape
 
 from harness.locust.options import parse_steps
-from harness.locust.run import current
 
 
 def _steps(runner: Any) -> tuple[int, ...]:
@@ -34,6 +33,14 @@ class StepShape(LoadTestShape):
     """Step load from ``--steps``/``--step-time``; otherwise the usual -u/-r/-t."""
 
     use_common_options = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[dict[str, Any]] = []  #: step windows of this test (monotonic ns, this host)
+
+    def reset_time(self) -> None:
+        super().reset_time()
+        self.steps = []
 
     def tick(self) -> tuple[int, float] | None:
         runner = self.runner
@@ -55,12 +62,10 @@ class StepShape(LoadTestShape):
         return steps[i], float(max(steps[i], 1) * 10)
 
     def _mark_step(self, i: int, users: int) -> None:
-        ctx = current()
-        if len(ctx.steps) == i:
+        if len(self.steps) == i:
             self._close_step()
-            ctx.steps.append({"step": i, "users": users, "start_ns": time.monotonic_ns(), "end_ns": None})
+            self.steps.append({"step": i, "users": users, "start_ns": time.monotonic_ns(), "end_ns": None})
 
     def _close_step(self) -> None:
-        ctx = current()
-        if ctx.steps and ctx.steps[-1]["end_ns"] is None:
-            ctx.steps[-1]["end_ns"] = time.monotonic_ns()
+        if self.steps and self.steps[-1]["end_ns"] is None:
+            self.steps[-1]["end_ns"] = time.monotonic_ns()
