@@ -251,7 +251,8 @@ class StreamClient:
                 rec.attempt_send_ns = send_ns
                 deadline = (first_send if first_send is not None else send_ns) + total_ns
                 self._limit_read(deadline, send_ns)
-                reused = conn.send("POST", self.endpoint, self._headers, body)
+                # X-Request-Id: servers echo/log it; the simulated server keys its --trace-file by it
+                reused = conn.send("POST", self.endpoint, [*self._headers, ("X-Request-Id", rec.request_id)], body)
                 try:
                     resp = conn.read_response()
                     break
