@@ -1,0 +1,148 @@
+"""sweep.json and sweep.html: per cap, percentiles / throughput / overload rate / goodput vs load,
+the capacity table and the recommended cap (harness.analysis.capacity)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from harness.analysis.capacity import Point, as_dicts, capacity, check_point, recommend  # noqa: E402
+from harness.analysis.html import CSS, fmt, img_tag, table  # noqa: E402
+from harness.analysis.summary import slo_spec  # noqa: E402
+
+DPI = 80
+
+
+def _series(points: list[dict], cap: Any, key: str) -> tuple[list[float], list[float]]:
+    pts = sorted((p for p in points if p["cap"] == cap and p.get("summary")), key=lambda p: p["load"])
+    xs, ys = [], []
+    for p in pts:
+        v = p["summary"].get(key)
+        if v is not None:
+            xs.append(p["load"])
+            ys.append(v)
+    return xs, ys
+
+
+def _xlabel(axis: str) -> str:
+    return "concurrent users" if axis == "users" else "offered load (requests/s)"
+
+
+def plot_latency(points: list[dict], caps: list, axis: str, slo: dict, out: Path) -> Path:
+    """TTFT, ITL and E2E p50/p95/p99 vs load, one colour per cap."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, name in zip(axes, ("ttft", "itl", "e2e"), strict=True):
+        for i, cap in enumerate(caps):
+            color = f"C{i % 10}"
+            for stat, ls in (("p50", ":"), ("p95", "--"), ("p99", "-")):
+                xs, ys = _series(points, cap, f"{name}_{stat}_ms")
+                if xs:
+                    ax.plot(xs, ys, ls=ls, marker="o", ms=3, color=color,
+                            label=f"{'load' if cap is None else f'cap {cap}'} {stat}")
+        if name in slo:
+            ax.axhline(slo[name][1], color="red", lw=1, alpha=0.6, label=f"SLO {slo[name][0]}")
+        ax.set_title(f"{name.upper()} percentiles vs load")
+        ax.set_xlabel(_xlabel(axis))
+        ax.set_ylabel(f"{name.upper()} (ms)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "sweep_latency.png"
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_rates(points: list[dict], caps: list, axis: str, out: Path) -> Path:
+    """Output tokens/s, overload rate and goodput vs load, one line per cap."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = (("output_tokens_per_s", "Throughput vs load", "output tokens/s"),
+              ("overload_rate", "Overload rate vs load", "fraction of attempted"),
+              ("goodput", "Goodput vs load", "requests/s within SLO"))
+    for ax, (key, title, unit) in zip(axes, panels, strict=True):
+        for i, cap in enumerate(caps):
+            xs, ys = _series(points, cap, key)
+            if key == "goodput" and not xs:  # no SLO: request throughput instead
+                xs, ys = _series(points, cap, "request_throughput")
+                title, unit = "Request throughput vs load (no SLO given)", "requests/s"
+            if xs:
+                ax.plot(xs, ys, marker="o", ms=3, color=f"C{i % 10}", label="load" if cap is None else f"cap {cap}")
+        ax.set_title(title)
+        ax.set_xlabel(_xlabel(axis))
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "sweep_rates.png"
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def write_sweep_outputs(plan: Any, points: list[dict], slo_text: str | None, max_error_rate: float) -> dict:
+    """Write sweep.json and sweep.html into ``plan.out``; returns sweep.json's content."""
+    out = Path(plan.out)
+    slo = slo_spec(slo_text)
+    pts = [Point(p["cap"], p["load"], p.get("summary") or {}, p.get("run_dir", "")) for p in points if p.get("complete")]
+    table_ = capacity(pts, slo, plan.axis, max_error_rate)
+    rec = recommend(table_, plan.axis)
+    for p in points:
+        c = check_point(p.get("summary") or {}, slo, max_error_rate)
+        p["meets_slo"], p["slo_failures"] = c.point_ok, c.failures
+    data = {"axis": plan.axis, "caps": plan.caps, "loads": plan.loads,
+            "slo": {k: {"key": v[0], "bound_ms": v[1]} for k, v in slo.items()},
+            "max_error_rate": max_error_rate, "points": points, "capacity": as_dicts(table_),
+            "recommended": {"cap": rec.cap, "max_load": rec.max_load, "reason": rec.reason}}
+    (out / "sweep.json").write_text(json.dumps(data, indent=2, default=str))
+    caps = list(plan.caps)
+    imgs = [("Latency percentiles vs load", plot_latency(points, caps, plan.axis, slo, out)),
+            ("Throughput, overload rate and goodput vs load", plot_rates(points, caps, plan.axis, out))]
+    (out / "sweep.html").write_text(render(data, imgs, out), encoding="utf-8")
+    return data
+
+
+def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
+    axis = data["axis"]
+    unit = "users" if axis == "users" else "req/s"
+    slo_txt = ", ".join(f"{v['key']} ≤ {v['bound_ms']:g} ms" for v in data["slo"].values()) or "none (error rate only)"
+    rec = data["recommended"]
+    cap_rows = [[fmt(c["cap"]) if c["cap"] is not None else "external",
+                 "none" if c["max_load"] is None else f"{c['max_load']:g} {unit}",
+                 fmt(c["goodput"], 2), fmt(c["output_tokens_per_s"]), fmt(c["limiting"])] for c in data["capacity"]]
+    pt_rows = []
+    for p in sorted(data["points"], key=lambda p: ((p["cap"] or 0), p["load"])):
+        s = p.get("summary") or {}
+        rep = Path(p["run_dir"]) / "report" / "report.html"
+        link = (f'<a href="{os.path.relpath(rep, out)}">report</a>' if rep.exists() else "")
+        pt_rows.append([fmt(p["cap"]) if p["cap"] is not None else "external", f"{p['load']:g}",
+                        fmt(s.get("ttft_p50_ms")), fmt(s.get("ttft_p95_ms")), fmt(s.get("itl_p99_ms")),
+                        fmt(s.get("e2e_p99_ms")), fmt(s.get("output_tokens_per_s")),
+                        f"{(s.get('overload_rate') or 0):.1%}", fmt(s.get("goodput"), 2),
+                        "yes" if p.get("meets_slo") else f"<span class='bad'>no</span> {fmt('; '.join(p.get('slo_failures') or []))}"
+                        if p.get("complete") else f"<span class='bad'>incomplete</span> {fmt(p.get('error'))}", link])
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>stream-harness sweep</title><style>{CSS}</style></head><body>",
+        "<h1>stream-harness capacity sweep</h1>",
+        f"<p class='sub'>caps: {', '.join('external' if c is None else str(c) for c in data['caps'])} · "
+        f"{axis}: {', '.join(f'{x:g}' for x in data['loads'])} · SLO: {fmt(slo_txt)} · "
+        f"max error rate {data['max_error_rate']:.1%}</p>",
+        f"<p class='note'><b>Recommended cap: {fmt(rec['cap']) if rec['cap'] is not None else 'none'}</b>. "
+        f"{fmt(rec['reason'])}</p>",
+        "<h2>Capacity (largest load meeting the SLO, every lower load meeting it too)</h2>",
+        table(["cap", "max load", "goodput (req/s)", "output tokens/s", "limit"], cap_rows),
+    ]
+    for title, path in imgs:
+        parts.append(f"<h2>{title}</h2>{img_tag(path, title)}")
+    parts += ["<h2>Points</h2>",
+              table(["cap", axis, "TTFT p50", "TTFT p95", "ITL p99", "E2E p99", "tokens/s", "overload", "goodput",
+                     "meets SLO", "point"], pt_rows),
+              "<p class='sub'>Latencies in ms over each point's steady window (warm-up and drain excluded).</p>",
+              "</body></html>"]
+    return "\n".join(parts)
