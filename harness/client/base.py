@@ -243,6 +243,7 @@ class StreamClient:
         conn = self.conn
         total_ns = int(self.timeouts.total_s * 1e9)
         resp = None
+        deadline: int | None = None
         try:
             for _try in range(2):
                 send_ns = time.monotonic_ns()
@@ -276,7 +277,8 @@ class StreamClient:
                 rec.error_text = format_error(resp.status, etype, f"expected text/event-stream, got "
                                               f"{ctype or 'no content-type'}: {msg}")
                 return
-            events = iter_events(self._deadline_reader(resp.body, deadline))
+            check_at, check = self._deadline_check(deadline)
+            events = iter_events(resp.body.read_piece, check_at_ns=check_at, check=check)
             done = self.read_stream(events, rec, texts, on_text)
             if rec.end_ns is None:
                 rec.end_ns = time.monotonic_ns()
@@ -299,8 +301,11 @@ class StreamClient:
         except http.ReadTimeout as exc:
             self._fail(rec, Outcome.TIMEOUT, str(exc))
         except TimeoutError:
-            self._fail(rec, Outcome.TIMEOUT, f"no data for {self.timeouts.read_s:g}s (read timeout)"
-                       if not rec.token_ns else f"no token for {self.timeouts.read_s:g}s (read timeout)")
+            if deadline is not None and time.monotonic_ns() >= deadline - 5_000_000:
+                text = f"total timeout of {self.timeouts.total_s:g}s passed"
+            else:
+                text = f"no {'token' if rec.token_ns else 'data'} for {self.timeouts.read_s:g}s (read timeout)"
+            self._fail(rec, Outcome.TIMEOUT, text)
         except http.ProtocolError as exc:
             self._fail(rec, Outcome.HTTP_ERROR, f"protocol error: {exc}")
         except (http.ConnectionClosed, OSError) as exc:
@@ -321,23 +326,21 @@ class StreamClient:
             raise _Timeout
         self.conn.set_read_timeout(min(self.timeouts.read_s, left))
 
-    def _deadline_reader(self, body, deadline: int) -> Callable[[], bytes]:
-        """``body.readline`` that also enforces the total deadline (checked per line; cheap)."""
-        readline = body.readline
-        read_s_ns = int(self.timeouts.read_s * 1e9)
-        clock = time.monotonic_ns
-        if deadline - clock() > read_s_ns + 3_600_000_000_000:
-            return readline  # the total is far away: the per-read timeout suffices for a long time
+    def _deadline_check(self, deadline: int) -> tuple[int, Callable[[int], int]]:
+        """(first check time, check) for :func:`iter_events`: enforces the total deadline per piece.
 
+        Until ``deadline - read_s`` nothing is checked (the per-read timeout is the tighter
+        bound); after it, every piece lowers the socket timeout to the time left, and a piece
+        arriving past the deadline ends the request as a timeout.
+        """
+        read_s_ns = int(self.timeouts.read_s * 1e9)
         limit = self._limit_read
 
-        def readline_with_deadline() -> bytes:
-            now = clock()
-            if deadline - now < read_s_ns:
-                limit(deadline, now)
-            return readline()
+        def check(t: int) -> int:
+            limit(deadline, t)  # raises _Timeout past the deadline
+            return deadline - read_s_ns if deadline - t > read_s_ns else t
 
-        return readline_with_deadline
+        return deadline - read_s_ns, check
 
     def _http_failure(self, rec: RequestRecord, resp: http.Response) -> None:
         """Non-2xx: read the (JSON) error body, classify, note Retry-After."""
@@ -364,8 +367,7 @@ class StreamClient:
         try:
             self.conn.set_read_timeout(min(DRAIN_TIMEOUT_S, self.timeouts.read_s))
             for _ in range(1000):
-                line = body.readline()
-                if not line or body.complete:
+                if not body.read_piece() or body.complete:
                     break
         except (OSError, http.TransportError):
             self.conn.close()

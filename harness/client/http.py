@@ -1,15 +1,16 @@
 """A minimal HTTP/1.1 client transport over stdlib sockets, built for timing token streams.
 
 Why not ``http.client``: its ``HTTPResponse.readline`` falls back to ``IOBase.readline`` (one
-``read(1)`` per byte) and its chunked decoder hides chunk boundaries; we need complete lines as
-soon as they arrive at a cost close to a bare ``BufferedReader.readline`` loop.
+``read(1)`` per byte) and its chunked decoder hides chunk boundaries; we need the bytes of each
+token event as soon as they arrive at a cost close to a bare ``BufferedReader.readline`` loop.
 
 What it does:
 - one keep-alive connection per :class:`Connection` (reconnects transparently when a reused idle
   connection turns out to be closed by the server before any response byte);
 - request bodies are sent in one ``sendall``; responses are parsed from a buffered socket file;
-- bodies: ``Content-Length``, ``Transfer-Encoding: chunked`` (decoded in Python, yielding each
-  complete line as soon as the chunk holding its ``\\n`` is read) and close-delimited;
+- bodies: ``Content-Length``, ``Transfer-Encoding: chunked`` (decoded in Python; each chunk's data
+  is handed over as soon as the chunk is read) and close-delimited (``read1``: whatever bytes
+  have arrived, never waiting for a block to fill);
 - timeouts: ``connect_s`` for the TCP connect, ``read_s`` for every socket read (so, between
   tokens); the caller enforces the total deadline (it may lower the socket timeout with
   :meth:`Connection.set_read_timeout`);
@@ -72,18 +73,18 @@ class _LengthBody:
         self.complete = length == 0
         self.truncated = False
 
-    def readline(self) -> bytes:
+    def read_piece(self) -> bytes:
         if self.remaining <= 0:
             return b""
-        line = self.fp.readline(self.remaining)
-        if not line:
+        data = self.fp.read1(min(self.remaining, 65536))
+        if not data:
             self.truncated = True
             self.remaining = 0
             return b""
-        self.remaining -= len(line)
+        self.remaining -= len(data)
         if self.remaining == 0:
             self.complete = True
-        return line
+        return data
 
     def read_all(self, limit: int) -> bytes:
         data = self.fp.read(min(self.remaining, limit)) if self.remaining > 0 else b""
@@ -103,100 +104,70 @@ class _CloseBody:
         self.complete = False
         self.truncated = False
 
-    def readline(self) -> bytes:
-        return self.fp.readline()
+    def read_piece(self) -> bytes:
+        return self.fp.read1(65536)
 
     def read_all(self, limit: int) -> bytes:
         return self.fp.read(limit)
 
 
 class _ChunkedBody:
-    """``Transfer-Encoding: chunked``: returns complete lines as soon as their chunk is read.
+    """``Transfer-Encoding: chunked``: ``read_piece`` returns each chunk's data as soon as it is read.
 
-    ``readline`` returns a line with its ``\\n``; a last partial line (no ``\\n``) when the
-    body ends without one; ``b""`` at the end of the body. ``truncated`` is set when the
-    connection closed or the chunk framing broke before the terminating zero-size chunk.
+    ``b""`` at the end of the body. ``truncated`` is set when the connection closed or the chunk
+    framing broke before the terminating zero-size chunk (the data read so far is returned).
     """
 
-    __slots__ = ("fp", "buf", "pos", "done", "complete", "truncated")
+    __slots__ = ("fp", "done", "complete", "truncated")
 
     def __init__(self, fp) -> None:
         self.fp = fp
-        self.buf = b""
-        self.pos = 0
         self.done = False
         self.complete = False
         self.truncated = False
 
-    def readline(self) -> bytes:
-        buf = self.buf
-        pos = self.pos
-        i = buf.find(b"\n", pos)
-        if i >= 0:
-            self.pos = i + 1
-            return buf[pos : i + 1]
-        return self._fill_line()
-
-    def _fill_line(self) -> bytes:
-        rest = self.buf[self.pos :]
-        while True:
-            if self.done:
-                self.buf = b""
-                self.pos = 0
-                return rest
-            chunk = self._read_chunk()
-            if not chunk:
-                continue
-            buf = rest + chunk if rest else chunk
-            i = buf.find(b"\n")
-            if i >= 0:
-                self.buf = buf
-                self.pos = i + 1
-                return buf[: i + 1]
-            rest = buf
-
-    def _read_chunk(self) -> bytes:
+    def read_piece(self) -> bytes:
+        if self.done:
+            return b""
         fp = self.fp
         size_line = fp.readline(MAX_LINE)
-        if not size_line.endswith(b"\n"):
-            self.done = self.truncated = True
-            return b""
         try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            size = int(size_line, 16)  # int() ignores the surrounding whitespace and CRLF
         except ValueError:
-            self.done = self.truncated = True
-            return b""
-        if size == 0:
-            while True:  # trailers, up to the blank line
-                t = fp.readline(MAX_LINE)
-                if not t.endswith(b"\n"):
-                    self.truncated = True
-                    break
-                if t in (b"\r\n", b"\n"):
-                    self.complete = True
-                    break
-            self.done = True
-            return b""
-        data = fp.read(size + 2)
-        if len(data) < size + 2:
-            self.done = self.truncated = True
+            try:  # chunk extensions ("1a;name=value")
+                size = int(size_line.split(b";", 1)[0], 16) if size_line.endswith(b"\n") else -1
+            except ValueError:
+                size = -1
+        if size > 0:
+            data = fp.read(size + 2)
+            if len(data) < size + 2:
+                self.done = self.truncated = True
             return data[:size]
-        return data[:size]
+        self.done = True
+        if size < 0 or not size_line.endswith(b"\n"):
+            self.truncated = True
+            return b""
+        while True:  # trailers, up to the blank line
+            t = fp.readline(MAX_LINE)
+            if not t.endswith(b"\n"):
+                self.truncated = True
+                return b""
+            if t in (b"\r\n", b"\n"):
+                self.complete = True
+                return b""
 
     def read_all(self, limit: int) -> bytes:
-        parts = [self.buf[self.pos :]]
-        self.buf = b""
-        self.pos = 0
-        total = len(parts[0])
+        parts: list[bytes] = []
+        total = 0
         while not self.done and total < limit:
-            c = self._read_chunk()
+            c = self.read_piece()
             parts.append(c)
             total += len(c)
         return b"".join(parts)
 
 
 class Response:
-    """Status, lower-cased headers and a line-oriented body reader."""
+    """Status, lower-cased headers and a body reader (``body.read_piece()``: the next bytes that arrived)."""
 
     __slots__ = ("status", "reason", "headers", "body", "will_close")
 

@@ -52,3 +52,27 @@ def test_utf8_bytes_are_passed_through_undecoded():
     payload = "data: {\"t\":\"中文 é\"}\n".encode()
     evs = events_of(payload, b"\n")
     assert evs[0][1].decode() == '{"t":"中文 é"}'
+
+
+def test_pieces_with_arbitrary_boundaries_crlf_split_and_shared_stamps():
+    stream = "data: {\"t\":\"中\"}\r\n\r\n: ka\r\n\r\ndata: b\r\n\r\ndata: c\n\n".encode()
+    cut = stream.index("中".encode()) + 1
+    crlf = stream.index(b"\r\n\r\n: ka") + 1  # between a CR and its LF
+    pieces = [stream[:cut], stream[cut:crlf], stream[crlf:]]
+    it = iter(pieces)
+    clock = itertools.count(1).__next__
+    evs = list(iter_events(lambda: next(it, b""), clock=clock))
+    assert [e[1] for e in evs] == ['{"t":"中"}'.encode(), b"b", b"c"]
+    assert [e[0] for e in evs] == [3, 3, 3]  # the first event completed in piece 3; b and c arrived with it
+
+
+def test_check_is_called_per_piece_after_check_time():
+    calls = []
+
+    def check(t):
+        calls.append(t)
+        return t + 2
+
+    it = iter([b"data: a\n\n"] * 6)
+    list(iter_events(lambda: next(it, b""), clock=itertools.count(1).__next__, check_at_ns=3, check=check))
+    assert calls == [3, 5]
