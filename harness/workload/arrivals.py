@@ -7,8 +7,8 @@
   smoother;
 - ``trace``: replay of a file: one timestamp per line (seconds, a number), or jsonl objects with
   ``"timestamp"`` (seconds, or an ISO-8601 date); offsets are relative to the first timestamp,
-  which must be non-decreasing. ``rate`` > 0 rescales the trace to that mean rate (``rate <= 0``
-  replays it as recorded).
+  which must be non-decreasing. The trace is replayed as recorded (``rate`` is ignored);
+  :func:`load_trace` with ``rate`` > 0 rescales it to that mean rate.
 
 Offsets are absolute (not gaps), so a dispatcher that falls behind does not shift the schedule
 (no coordinated omission). Seeded: the same seed gives the same schedule.
@@ -34,7 +34,7 @@ def arrival_times(kind: str, rate: float, seed: int = 0, cv: float = 1.0,
     if kind == "trace":
         if trace_path is None:
             raise ValueError("arrival 'trace' needs a trace file")
-        return iter(load_trace(trace_path, rate))
+        return iter(load_trace(trace_path))
     if kind not in ARRIVALS:
         raise ValueError(f"unknown arrival process {kind!r}; expected one of {', '.join(ARRIVALS)}")
     if not rate > 0:

@@ -73,3 +73,9 @@ def test_trace_errors(tmp_path, content, message):
 def test_arrival_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         arrival_times(**kwargs)
+
+
+def test_trace_ignores_rate_in_arrival_times(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("5\n6\n8\n")
+    assert list(arrival_times("trace", 123.0, trace_path=f)) == [0.0, 1.0, 3.0]
