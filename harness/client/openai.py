@@ -36,8 +36,9 @@ class OpenAIClient(StreamClient):
 
     @property
     def chat(self) -> bool:
-        return not self.endpoint.rstrip("/").endswith("/completions") or self.endpoint.rstrip("/").endswith(
-            "/chat/completions")
+        """True for chat routes: anything but a path ending in ``/completions`` (not ``/chat/completions``)."""
+        ep = self.endpoint.rstrip("/")
+        return ep.endswith("/chat/completions") or not ep.endswith("/completions")
 
     def build_body(self, prompt: Prompt) -> dict:
         body: dict = {}

@@ -16,7 +16,7 @@ from client_rawserver import CLOSE, END, RawServer, chunk, json_response, sse_he
 
 from harness.client import RetryPolicy, Timeouts, make_client
 from harness.client.errors import classify_status, parse_retry_after
-from harness.records import Outcome
+from harness.records import Outcome, RequestRecord
 
 
 def tgi_event(i: int, text: str, last: bool = False, n: int = 3) -> bytes:
@@ -298,3 +298,16 @@ def test_helpers():
     assert classify_status(500, None, "") == "http_error"
     assert parse_retry_after("3") == 3.0 and parse_retry_after("soon") is None and parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now_wall_s=1445412470.0) == 10.0
+
+
+def test_interrupt_marks_record_cancelled_and_propagates(server):
+    s = server(lambda req: [(0, sse_head()), (0, chunk(tgi_event(1, "a"))), (5.0, chunk(tgi_event(2, "b")))])
+    c = make_client("tgi", s.url)
+    rec = RequestRecord()
+
+    def stop(_text):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        c.stream("p", record=rec, on_text=stop)
+    assert rec.outcome == Outcome.CANCELLED and rec.end_ns is not None and not c.conn.connected
