@@ -28,6 +28,7 @@ def register(parser: Any) -> None:
     class _G:  # argument groups lack Locust's web-UI keywords: set the attributes Locust reads
         @staticmethod
         def add_argument(*args: Any, is_secret: bool = False, **kwargs: Any) -> Any:
+            kwargs.setdefault("env_var", "LOCUST_" + args[0].lstrip("-").replace("-", "_").upper())
             action = group.add_argument(*args, **kwargs)
             action.include_in_web_ui, action.is_secret = True, is_secret
             action.is_required, action.is_multiple = False, False
