@@ -68,7 +68,7 @@ def test_tgi_stream_ok_with_details_and_body(server):
     assert all(g >= 15 for g in gaps)  # each token stamped on its own arrival, not in a block
     body = s.requests[0].json()
     assert body == {"inputs": "hello", "parameters": {"details": True, "max_new_tokens": 3}}
-    assert s.requests[0].path == "/generate_stream"
+    assert s.requests[0].path == "/generate_stream" and s.requests[0].headers["x-request-id"] == r.request_id
 
 
 def test_tgi_compat_route_adds_stream_true(server):
