@@ -6,7 +6,7 @@ import itertools
 import os
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from harness.server.config import ServerConfig
@@ -38,7 +38,10 @@ async def read_json(request: Request, model: type[M], cfg: ServerConfig) -> M:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cfg.payload_limit:
         raise RequestRejected(413, "Failed to buffer the request body: length limit exceeded")
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # the client went away mid-body: nothing to answer, nothing to log
+        raise RequestRejected(400, "Failed to buffer the request body: client disconnected") from None
     if len(raw) > cfg.payload_limit:
         raise RequestRejected(413, "Failed to buffer the request body: length limit exceeded")
     return parse_body(raw, model)
