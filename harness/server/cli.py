@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--model {args.model}: {exc}") from None
     app = create_app(backend, cfg)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=level, access_log=False,
-                            loop="uvloop", http="httptools", lifespan="on",
+                            loop=os.environ.get("HARNESS_LOOP", "uvloop"), http="httptools", lifespan="on",
                             timeout_graceful_shutdown=args.graceful_termination_timeout or None,
                             timeout_keep_alive=30, backlog=4096)
     server = _GracefulServer(config)

@@ -61,6 +61,8 @@ DYNAMIC_BASE = 10_000
 DYNAMIC_CAP = 200_000
 _PIECE = re.compile(r"\s*\S+|\s+")
 EOS = TokenInfo(EOS_ID, "</s>", -0.1, True)
+EARLY_S = 0.0002  #: a token may be emitted at most this early (event-loop timer granularity)
+_monotonic = time.monotonic
 
 
 class SimulatedBackend(Backend):
@@ -169,7 +171,7 @@ class SimulatedStream(GenerationStream):
         self._jitter_rng = random.Random(backend.seed * 1_000_003 + request_no)
         self._loop = asyncio.get_running_loop()
         self._queued_ns = time.monotonic_ns()
-        self._next_t = self._loop.time() + backend.ttft_s + backend.ttft_per_token_s * len(input_ids)
+        self._next_t = _monotonic() + backend.ttft_s + backend.ttft_per_token_s * len(input_ids)
         self._n = 0
         self._text_parts: list[str] = []
         self._tail = ""
@@ -195,9 +197,12 @@ class SimulatedStream(GenerationStream):
             if self._error:
                 raise GenerationError(self._error)
             raise StopAsyncIteration
-        delay = self._next_t - self._loop.time()
-        if delay > 0:
+        # time.monotonic, not loop.time(): uvloop's clock and timers have 1 ms granularity and can
+        # fire early, so sleep again until the target is within EARLY_S.
+        delay = self._next_t - _monotonic()
+        while delay > EARLY_S:
             await asyncio.sleep(delay)
+            delay = self._next_t - _monotonic()
         if self._done:  # cancelled or failed while sleeping
             if self._error:
                 raise GenerationError(self._error)
