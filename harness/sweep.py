@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 POINT_FILE = "point.json"
 #: summary keys kept per point in sweep.json
 POINT_KEYS = ("requests", "ok", "attempted", "request_throughput", "output_tokens_per_s", "goodput",
-              "overload_rate", "error_rate", "drops",
+              "overload_rate", "error_rate", "error_rate_cancelled", "drops",
               *(f"{n}_{s}_ms" for n in ("ttft", "itl", "tpot", "e2e") for s in ("p50", "p90", "p95", "p99")))
 
 

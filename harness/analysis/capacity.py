@@ -1,8 +1,9 @@
 """Capacity planning: the largest load each server cap sustains within the SLO, and the cap to pick.
 
 A sweep point *meets the SLO* when every SLO statistic of its steady-window summary is within its
-bound (e.g. ``ttft_p95_ms <= 500``) and its error rate (overloaded and every other failure, over
-attempted requests) is at most ``max_error_rate`` - a cap that turns most requests away must not
+bound (e.g. ``ttft_p95_ms <= 500``) and its error rate (overloaded and every other failure except
+requests the harness cancelled at the end of the point, over attempted requests) is at most
+``max_error_rate`` - a cap that turns most requests away must not
 look fast. A cap *sustains* load L when the point at L and every point below it meet the SLO; its
 capacity is the largest such L (None when even the lowest load fails).
 
@@ -56,7 +57,8 @@ def check_point(summary: dict, slo: dict[str, tuple[str, float]], max_error_rate
             failures.append(f"{key} missing (no ok requests)")
         elif v > bound:
             failures.append(f"{key} {v:.1f} > {bound:g}")
-    err = summary.get("error_rate") or 0.0
+    # requests the harness itself cancelled at the end of a point are not the server's failures
+    err = (summary.get("error_rate") or 0.0) - (summary.get("error_rate_cancelled") or 0.0)
     if err > max_error_rate:
         failures.append(f"error rate {err:.1%} > {max_error_rate:.1%}"
                         + (f" (overloaded {summary.get('overload_rate', 0):.1%})" if summary.get("overload_rate") else ""))
