@@ -1,0 +1,193 @@
+"""Load levels of a calibration and the run of one level: simulated server + one Locust process.
+
+A level is ``streams`` concurrent closed-loop streams offering ``tokens_per_s`` token events per
+second in total. The simulated server's script makes that rate: every request asks for
+:data:`OUTPUT_TOKENS` tokens, the first after :data:`TTFT_MS`, then one every ``itl_ms`` where
+
+    tokens_per_s = streams * OUTPUT_TOKENS / (TTFT_MS + (OUTPUT_TOKENS - 1) * itl_ms) * 1000
+    =>  itl_ms = (streams * OUTPUT_TOKENS * 1000 / tokens_per_s - TTFT_MS) / (OUTPUT_TOKENS - 1)
+
+(the client's own per-request overhead lowers the achieved rate a little; the achieved rate is
+measured and reported). Each gap gets a seeded uniform jitter of +-:data:`JITTER_SHARE` x itl so
+streams do not march in lock-step. Users are spawned over ``ramp_s`` seconds, which spreads their
+phases.
+
+Each level gets a fresh server (its own ``--trace-file``) and a fresh ``locust --headless``
+process running :mod:`harness.calibration.locustfile`; the first ``warmup_s`` seconds of the level
+are left out of the join.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.calibration.join import join, read_trace
+from harness.records import iter_records
+from harness.sweep import ROOT, Server, free_port
+
+TTFT_MS = 20.0
+OUTPUT_TOKENS = 64
+INPUT_TOKENS = 8
+JITTER_SHARE = 0.2
+#: default offered rate per stream: 10k tokens/s at 256 streams (DESIGN.md's accuracy point)
+TOKENS_PER_STREAM_S = 10_000 / 256
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+_LEVEL = re.compile(r"^\s*(\d+)\s*(?:@\s*([0-9.]+)\s*(k?)\s*)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Level:
+    """``streams`` concurrent streams offering ``tokens_per_s`` token events/s in total."""
+
+    streams: int
+    tokens_per_s: float
+
+    @property
+    def itl_ms(self) -> float:
+        """The scripted inter-token gap giving :attr:`tokens_per_s` (module docstring formula)."""
+        cycle_ms = self.streams * OUTPUT_TOKENS * 1000.0 / self.tokens_per_s
+        return (cycle_ms - TTFT_MS) / (OUTPUT_TOKENS - 1)
+
+    @property
+    def label(self) -> str:
+        return f"{self.streams}@{self.tokens_per_s:g}"
+
+
+def parse_levels(text: str) -> list[Level]:
+    """``"16,64,256@10000,512@20k"`` -> levels (streams[@tokens/s]; default rate
+    :data:`TOKENS_PER_STREAM_S` per stream). ValueError with the bad item on bad input."""
+    out: list[Level] = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        m = _LEVEL.match(item)
+        if not m:
+            raise ValueError(f"--levels: bad level {item.strip()!r} (expected STREAMS or STREAMS@TOKENS_PER_S)")
+        streams = int(m.group(1))
+        rate = float(m.group(2)) * (1000 if m.group(3) else 1) if m.group(2) else streams * TOKENS_PER_STREAM_S
+        if streams < 1 or rate <= 0:
+            raise ValueError(f"--levels: {item.strip()!r}: streams and tokens/s must be positive")
+        level = Level(streams, rate)
+        if level.itl_ms <= 0:
+            raise ValueError(f"--levels: {item.strip()!r}: {rate:g} tokens/s is more than {streams} streams can "
+                             f"carry with a {TTFT_MS:g} ms first token")
+        out.append(level)
+    if not out:
+        raise ValueError("--levels: no level given")
+    return out
+
+
+def server_args(level: Level, trace: Path, seed: int = 0) -> list[str]:
+    """``harness serve`` arguments scripting ``level`` (TTFT, ITL, jitter, no natural end)."""
+    itl = level.itl_ms
+    return ["--model", "simulated", "--sim-ttft-ms", f"{TTFT_MS:g}", "--sim-itl-ms", f"{itl:.4f}",
+            "--sim-jitter-ms", f"{itl * JITTER_SHARE:.4f}", "--sim-output-tokens", "0", "--sim-seed", str(seed),
+            "--max-concurrent-requests", str(max(128, 2 * level.streams)), "--trace-file", str(trace),
+            "--graceful-termination-timeout", "5", "--log-level", "warning"]
+
+
+def locust_command(level: Level, host: str, run_dir: Path, duration_s: float, ramp_s: float) -> list[str]:
+    """The headless Locust run of one level (one process, closed loop, ``level.streams`` users)."""
+    rate = max(1.0, level.streams / max(ramp_s, 0.001))
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host, "--headless",
+            "-u", str(level.streams), "-r", f"{rate:g}", "-t", f"{max(1, round(duration_s))}s",
+            "--stop-timeout", "0", "--run-dir", str(run_dir), "--only-summary", "--loglevel", "WARNING",
+            "--input-tokens", f"fixed:{INPUT_TOKENS}", "--output-tokens", f"fixed:{OUTPUT_TOKENS}"]
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None when it is gone)."""
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except (psutil.Error, OSError):
+        return None
+
+
+def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, ramp_s: float = 1.0,
+              seed: int = 0) -> dict:
+    """Run one level and return its figures (see :func:`level_figures`); files go to ``out_dir``.
+
+    Raises RuntimeError when the server does not start or Locust writes no records.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace = out_dir / "trace.jsonl"
+    trace.unlink(missing_ok=True)
+    run_dir = out_dir / "run"
+    port = free_port()
+    server = Server([sys.executable, "-m", "harness", "serve", "--host", "127.0.0.1", "--port", str(port),
+                     *server_args(level, trace, seed)], port, out_dir / "server.log")
+    server.start(timeout_s=60.0)
+    cpu: dict[str, float | None] = {}
+    try:
+        cmd = locust_command(level, server.url, run_dir, duration_s, ramp_s)
+        with open(out_dir / "locust.log", "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            # Client and server CPU over the measured part of the run (after warm-up, before the stop).
+            t0 = time.monotonic()
+            measured_s = max(0.5, duration_s - warmup_s - 0.5)
+            time.sleep(min(warmup_s + 1.0, duration_s))  # locust's own start-up (~1 s) comes first
+            c0, s0, m0 = _cpu_s(proc.pid), _cpu_s(server.proc.pid), time.monotonic()
+            time.sleep(max(0.0, min(measured_s, t0 + duration_s + 0.5 - time.monotonic())))
+            c1, s1, m1 = _cpu_s(proc.pid), _cpu_s(server.proc.pid), time.monotonic()
+            if None not in (c0, c1, s0, s1) and m1 > m0:
+                cpu = {"client_cpu_percent": 100 * (c1 - c0) / (m1 - m0),
+                       "server_cpu_percent": 100 * (s1 - s0) / (m1 - m0), "cpu_window_s": m1 - m0}
+            try:
+                rc = proc.wait(timeout=duration_s + 60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+    finally:
+        server.stop()  # SIGTERM: the trace's last lines are written at shutdown
+    records_file = run_dir / "records.jsonl"
+    if not records_file.exists() or records_file.stat().st_size == 0:
+        raise RuntimeError(f"level {level.label}: locust exited with {rc} and wrote no records; "
+                           f"see {out_dir / 'locust.log'}")
+    return level_figures(level, run_dir, trace, warmup_s, rc, cpu)
+
+
+def level_figures(level: Level, run_dir: Path, trace_path: Path, warmup_s: float, locust_rc: int | None = None,
+                  cpu: dict | None = None) -> dict:
+    """Join a level's records with its trace; the level's figures as a JSON-ready dict.
+
+    ``achieved_tokens_per_s`` = joined token events / (last joined server write - window start),
+    where the window starts ``warmup_s`` after the first send. ``us_per_event`` = client CPU
+    seconds in the CPU window / events in it (estimated at the achieved rate), in microseconds.
+    """
+    records = iter_records(run_dir)
+    sends = [r.send_ns for r in records if r.send_ns is not None]
+    if not sends:
+        raise RuntimeError(f"level {level.label}: no request was sent (see {run_dir})")
+    t_from = min(sends) + int(warmup_s * 1e9)
+    trace = read_trace(trace_path)
+    result = join(records, trace, t_from_ns=t_from)
+    last = max((t for per in trace.values() for t in per.values()), default=t_from)
+    window_s = max(1e-9, (last - t_from) / 1e9)
+    achieved = result.joined / window_s if last > t_from else 0.0
+    meta = _run_json(run_dir)
+    out = {"level": level.label, "streams": level.streams, "offered_tokens_per_s": round(level.tokens_per_s, 1),
+           "itl_ms": round(level.itl_ms, 4), "achieved_tokens_per_s": round(achieved, 1),
+           "window_s": round(window_s, 3), **result.summary(),
+           "client_bound": meta.get("client_bound"), "client_bound_reasons": meta.get("client_bound_reasons") or [],
+           "locust_exit_code": locust_rc, "run_dir": str(run_dir)}
+    if cpu:
+        out.update({k: round(v, 3) for k, v in cpu.items()})
+        if achieved > 0:
+            out["client_us_per_event"] = round(cpu["client_cpu_percent"] / 100 / achieved * 1e6, 2)
+    return out
+
+
+def _run_json(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
