@@ -20,6 +20,7 @@ from typing import Any
 
 import locust
 
+from harness.calibration.limit import check_run
 from harness.locust.run import RunContext
 from harness.records import Outcome, iter_records, write_run_meta
 
@@ -80,6 +81,7 @@ def finalize(ctx: RunContext, complete: bool = True) -> int:
     drops = outcomes.get(Outcome.DROPPED.value, 0)
     if drops:
         ctx.note_client_bound([f"{drops} open-loop arrivals dropped (client saturated, --max-inflight)"])
+    ctx.note_client_bound(check_run(records))  # load per worker above the `harness calibrate` limit
     runner = ctx.env.runner
     exceptions = len(getattr(runner, "exceptions", {}) or {})
     code = exit_code(outcomes, exceptions, verdicts)
