@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_REQ = ConfigDict(strict=True, extra="ignore")
+_REQ = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)  # NaN/Infinity: 422, as TGI rejects them
 U32 = 2**32 - 1
 U64 = 2**64 - 1
 
