@@ -1,0 +1,90 @@
+"""`make demo`: the bundled server on SmolLM2 streams one answer to the terminal, then a short capacity
+sweep (caps 2 and 8 x 1, 4 and 16 users) ends with the path of its HTML report.
+
+    python -m harness.demo [--model smollm2|simulated|...] [--caps 2,8] [--users 1,4,16] [--duration 20]
+
+Finishes in about 5 minutes on a 2-core CPU with the default model; ``--model simulated`` in about 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.sweep import ROOT, Server, free_port, make_plan, run_sweep
+from harness.sweep import add_arguments as sweep_arguments
+
+PROMPT = "In two sentences, why does time-to-first-token matter for a chat assistant?"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2", help="model of the bundled server (default smollm2)")
+    p.add_argument("--caps", default="2,8")
+    p.add_argument("--users", default="1,4,16")
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per point")
+    p.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds per point")
+    p.add_argument("--output-tokens", default="fixed:32")
+    p.add_argument("--input-tokens", default="fixed:32")
+    p.add_argument("--slo", default="ttft_p95=4000,itl_p99=1000")
+    p.add_argument("--out", default=None, help="sweep dir (default reports/demo/<timestamp>)")
+    p.add_argument("--retry-overloaded", type=int, default=2,
+                   help="users retry an overloaded answer this often with capped backoff (default 2), so "
+                        "rejected users do not spin on the 2 cores the server needs")
+    p.add_argument("--skip-stream", action="store_true", help="skip the single streamed answer")
+    return p.parse_args(argv)
+
+
+def stream_one(model: str, out: Path) -> None:
+    """Start the server, stream one chat answer token by token via `harness run`, stop the server."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "harness", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
+           "--graceful-termination-timeout", "5"]
+    server = Server(cmd, port, out / "stream-server.log")
+    print(f"starting the bundled server ({model}) on {server.url} ...", flush=True)
+    t = time.monotonic()
+    server.start(600)
+    print(f"ready in {time.monotonic() - t:.1f} s; streaming one answer:\n", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "harness", "run", "--host", server.url, "--protocol", "openai",
+                        "--prompt", PROMPT, "--max-new-tokens", "64"], cwd=ROOT, timeout=300, check=False)
+    finally:
+        server.stop()
+    print(flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    out = Path(a.out) if a.out else ROOT / "reports" / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    try:
+        if not a.skip_stream:
+            stream_one(a.model, out)
+        sp = argparse.ArgumentParser()
+        sweep_arguments(sp)
+        args = sp.parse_args(["--caps", a.caps, "--users", a.users, "--duration", str(a.duration),
+                              "--warmup", str(a.warmup), "--model", a.model, "--slo", a.slo,
+                              "--input-tokens", a.input_tokens, "--output-tokens", a.output_tokens,
+                              "--out", str(out), "--locust-args", f"--retry-overloaded {a.retry_overloaded}"])
+        plan = make_plan(args)
+        print(f"capacity sweep: caps {a.caps} x users {a.users}, {a.warmup:g}+{a.duration:g} s per point", flush=True)
+        data = run_sweep(args, plan)
+    except (ValueError, RuntimeError) as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command with --out {out} to resume", file=sys.stderr)
+        return 130
+    rec = data["recommended"]
+    print(f"\nrecommended cap: {rec['cap']}\n  {rec['reason']}")
+    print(f"\ndemo finished in {time.monotonic() - t0:.0f} s")
+    print(f"HTML report: {out / 'sweep.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
