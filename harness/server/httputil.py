@@ -38,13 +38,17 @@ async def read_json(request: Request, model: type[M], cfg: ServerConfig) -> M:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cfg.payload_limit:
         raise RequestRejected(413, "Failed to buffer the request body: length limit exceeded")
+    parts: list[bytes] = []
+    size = 0
     try:
-        raw = await request.body()
+        async for chunk in request.stream():  # counted as it arrives: a chunked body is cut at the limit
+            size += len(chunk)
+            if size > cfg.payload_limit:
+                raise RequestRejected(413, "Failed to buffer the request body: length limit exceeded")
+            parts.append(chunk)
     except ClientDisconnect:  # the client went away mid-body: nothing to answer, nothing to log
         raise RequestRejected(400, "Failed to buffer the request body: client disconnected") from None
-    if len(raw) > cfg.payload_limit:
-        raise RequestRejected(413, "Failed to buffer the request body: length limit exceeded")
-    return parse_body(raw, model)
+    return parse_body(b"".join(parts), model)
 
 
 def request_id(request: Request) -> str:
