@@ -20,7 +20,9 @@ are left out of the join.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -92,10 +94,11 @@ def server_args(level: Level, trace: Path, seed: int = 0) -> list[str]:
             "--graceful-termination-timeout", "5", "--log-level", "warning"]
 
 
-def locust_command(level: Level, host: str, run_dir: Path, duration_s: float, ramp_s: float) -> list[str]:
+def locust_command(level: Level, host: str, run_dir: Path, duration_s: float, ramp_s: float,
+                   locustfile: Path = LOCUSTFILE) -> list[str]:
     """The headless Locust run of one level (one process, closed loop, ``level.streams`` users)."""
     rate = max(1.0, level.streams / max(ramp_s, 0.001))
-    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host, "--headless",
+    return [sys.executable, "-m", "locust", "-f", str(locustfile), "--host", host, "--headless",
             "-u", str(level.streams), "-r", f"{rate:g}", "-t", f"{max(1, round(duration_s))}s",
             "--stop-timeout", "0", "--run-dir", str(run_dir), "--only-summary", "--loglevel", "WARNING",
             "--input-tokens", f"fixed:{INPUT_TOKENS}", "--output-tokens", f"fixed:{OUTPUT_TOKENS}"]
@@ -113,34 +116,45 @@ def _cpu_s(pid: int) -> float | None:
 
 
 def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, ramp_s: float = 1.0,
-              seed: int = 0) -> dict:
+              seed: int = 0, nice: int | None = None, locustfile: Path = LOCUSTFILE,
+              locust_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+              records_file: Path | None = None) -> dict:
     """Run one level and return its figures (see :func:`level_figures`); files go to ``out_dir``.
 
-    Raises RuntimeError when the server does not start or Locust writes no records.
+    ``nice``: run server and Locust under ``nice -n NICE`` (negative values need privileges; they
+    shield the measurement from other load on a shared machine). ``locustfile``/``locust_args``
+    (e.g. a user class name), ``env`` (added to the environment) and ``records_file`` (JSONL of
+    records with at least ``request_id``, ``send_ns``, ``token_ns``; default the run dir's
+    records.jsonl) let benchmarks run other clients on the same script. Raises RuntimeError when
+    the server does not start or Locust writes no records.
     """
+    prefix = ["nice", "-n", str(nice)] if nice is not None else []
     out_dir.mkdir(parents=True, exist_ok=True)
     trace = out_dir / "trace.jsonl"
     trace.unlink(missing_ok=True)
     run_dir = out_dir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # the record sink appends: start empty
+    records_file = records_file or run_dir / "records.jsonl"
+    records_file.unlink(missing_ok=True)
     port = free_port()
-    server = Server([sys.executable, "-m", "harness", "serve", "--host", "127.0.0.1", "--port", str(port),
+    server = Server([*prefix, sys.executable, "-m", "harness", "serve", "--host", "127.0.0.1", "--port", str(port),
                      *server_args(level, trace, seed)], port, out_dir / "server.log")
     server.start(timeout_s=60.0)
-    cpu: dict[str, float | None] = {}
+    cpu: dict[str, float] = {}
     try:
-        cmd = locust_command(level, server.url, run_dir, duration_s, ramp_s)
+        cmd = [*prefix, *locust_command(level, server.url, run_dir, duration_s, ramp_s, locustfile), *locust_args]
         with open(out_dir / "locust.log", "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    env={**os.environ, **(env or {})})
             # Client and server CPU over the measured part of the run (after warm-up, before the stop).
             t0 = time.monotonic()
             measured_s = max(0.5, duration_s - warmup_s - 0.5)
             time.sleep(min(warmup_s + 1.0, duration_s))  # locust's own start-up (~1 s) comes first
-            c0, s0, m0 = _cpu_s(proc.pid), _cpu_s(server.proc.pid), time.monotonic()
+            c0, s0, m0 = _cpu_s(proc.pid), _cpu_s(server.proc.pid), time.monotonic_ns()
             time.sleep(max(0.0, min(measured_s, t0 + duration_s + 0.5 - time.monotonic())))
-            c1, s1, m1 = _cpu_s(proc.pid), _cpu_s(server.proc.pid), time.monotonic()
+            c1, s1, m1 = _cpu_s(proc.pid), _cpu_s(server.proc.pid), time.monotonic_ns()
             if None not in (c0, c1, s0, s1) and m1 > m0:
-                cpu = {"client_cpu_percent": 100 * (c1 - c0) / (m1 - m0),
-                       "server_cpu_percent": 100 * (s1 - s0) / (m1 - m0), "cpu_window_s": m1 - m0}
+                cpu = {"client_cpu_s": c1 - c0, "server_cpu_s": s1 - s0, "cpu_from_ns": m0, "cpu_to_ns": m1}
             try:
                 rc = proc.wait(timeout=duration_s + 60)
             except subprocess.TimeoutExpired:
@@ -148,41 +162,48 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
                 rc = proc.wait()
     finally:
         server.stop()  # SIGTERM: the trace's last lines are written at shutdown
-    records_file = run_dir / "records.jsonl"
     if not records_file.exists() or records_file.stat().st_size == 0:
         raise RuntimeError(f"level {level.label}: locust exited with {rc} and wrote no records; "
                            f"see {out_dir / 'locust.log'}")
-    return level_figures(level, run_dir, trace, warmup_s, rc, cpu)
+    return level_figures(level, records_file, trace, warmup_s, rc, cpu)
 
 
-def level_figures(level: Level, run_dir: Path, trace_path: Path, warmup_s: float, locust_rc: int | None = None,
-                  cpu: dict | None = None) -> dict:
+def level_figures(level: Level, records_file: Path, trace_path: Path, warmup_s: float,
+                  locust_rc: int | None = None, cpu: dict | None = None) -> dict:
     """Join a level's records with its trace; the level's figures as a JSON-ready dict.
 
-    ``achieved_tokens_per_s`` = joined token events / (last joined server write - window start),
-    where the window starts ``warmup_s`` after the first send. ``us_per_event`` = client CPU
-    seconds in the CPU window / events in it (estimated at the achieved rate), in microseconds.
+    ``achieved_tokens_per_s`` = joined token events / (last server write - window start), where the
+    window starts ``warmup_s`` after the first send. With ``cpu`` (CPU seconds of client and server
+    between ``cpu_from_ns`` and ``cpu_to_ns``): ``client_cpu_percent`` = 100 x client CPU s / window
+    s (likewise the server), and ``client_us_per_event`` = client CPU s / token events the server
+    wrote in that window x 1e6.
     """
-    records = iter_records(run_dir)
+    records = iter_records(records_file)
     sends = [r.send_ns for r in records if r.send_ns is not None]
     if not sends:
-        raise RuntimeError(f"level {level.label}: no request was sent (see {run_dir})")
+        raise RuntimeError(f"level {level.label}: no request was sent (see {records_file})")
     t_from = min(sends) + int(warmup_s * 1e9)
     trace = read_trace(trace_path)
     result = join(records, trace, t_from_ns=t_from)
     last = max((t for per in trace.values() for t in per.values()), default=t_from)
     window_s = max(1e-9, (last - t_from) / 1e9)
     achieved = result.joined / window_s if last > t_from else 0.0
-    meta = _run_json(run_dir)
+    meta = _run_json(records_file.parent)
     out = {"level": level.label, "streams": level.streams, "offered_tokens_per_s": round(level.tokens_per_s, 1),
            "itl_ms": round(level.itl_ms, 4), "achieved_tokens_per_s": round(achieved, 1),
            "window_s": round(window_s, 3), **result.summary(),
            "client_bound": meta.get("client_bound"), "client_bound_reasons": meta.get("client_bound_reasons") or [],
-           "locust_exit_code": locust_rc, "run_dir": str(run_dir)}
+           "locust_exit_code": locust_rc, "run_dir": str(records_file.parent)}
     if cpu:
-        out.update({k: round(v, 3) for k, v in cpu.items()})
-        if achieved > 0:
-            out["client_us_per_event"] = round(cpu["client_cpu_percent"] / 100 / achieved * 1e6, 2)
+        lo, hi = cpu["cpu_from_ns"], cpu["cpu_to_ns"]
+        secs = (hi - lo) / 1e9
+        events = sum(1 for per in trace.values() for t in per.values() if lo <= t <= hi)
+        out.update(client_cpu_percent=round(100 * cpu["client_cpu_s"] / secs, 2),
+                   server_cpu_percent=round(100 * cpu["server_cpu_s"] / secs, 2), cpu_window_s=round(secs, 3),
+                   cpu_window_events=events)
+        if events:
+            out["client_us_per_event"] = round(cpu["client_cpu_s"] / events * 1e6, 2)
+            out["server_us_per_event"] = round(cpu["server_cpu_s"] / events * 1e6, 2)
     return out
 
 

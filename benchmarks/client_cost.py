@@ -1,0 +1,81 @@
+"""Client cost: CPU per token event of the harness client inside Locust vs a bare socket-readline loop.
+
+Three headless Locust runs in one invocation, each one process against a fresh simulated server
+with the same script (default 256 streams, 10k tokens/s, 64 tokens per request):
+- ``harness``: harness/calibration/locustfile.py (StreamingUser: the harness client, request
+  events, live histograms, a RequestRecord per request in records.jsonl);
+- ``bare`` (the baseline): benchmarks/locustfiles/bare_clients.py ``BareUser``: socket + readline,
+  ``json.loads`` and a timestamp per event, TTFT/E2E request events per request;
+- ``httpx``: the same with ``httpx.Client`` + ``httpx_sse`` (reference only).
+CPU per event = Locust process CPU seconds (psutil, user + system) over the measured window /
+token events the server wrote in that window (its --trace-file), in microseconds. Target:
+harness <= 1.5 x bare. The join with the server trace also gives each client's timing error.
+
+    .venv/bin/python benchmarks/client_cost.py [--streams 256 --tokens-per-s 10000 --duration 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import benchlib
+
+from harness.calibration.levels import Level, run_level
+
+TARGET_RATIO = 1.5
+BARE = Path(__file__).resolve().parent / "locustfiles" / "bare_clients.py"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--streams", type=int, default=256)
+    ap.add_argument("--tokens-per-s", type=float, default=10_000)
+    ap.add_argument("--duration", type=float, default=15.0, help="seconds per client (default 15)")
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--clients", default="harness,bare,httpx")
+    ap.add_argument("--nice", type=int, default=None, help="run server and Locust under nice -n N")
+    ap.add_argument("--out", default=None, help="JSON dir (default reports/bench)")
+    a = ap.parse_args()
+    level = Level(a.streams, a.tokens_per_s)
+    kinds = [k.strip() for k in a.clients.split(",") if k.strip()]
+    figs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="client-cost-") as tmp:
+        for kind in kinds:
+            d = Path(tmp) / kind
+            if kind == "harness":
+                fig = run_level(level, d, a.duration, a.warmup, nice=a.nice)
+            else:
+                tokens = d / "tokens.jsonl"
+                cls = {"bare": "BareUser", "httpx": "HttpxUser"}[kind]
+                fig = run_level(level, d, a.duration, a.warmup, nice=a.nice, locustfile=BARE, locust_args=(cls,),
+                                env={"BENCH_TOKENS_FILE": str(tokens)}, records_file=tokens)
+            fig.pop("run_dir", None)
+            figs[kind] = fig
+    print(f"client cost at {level.label} (one Locust process each; us = client CPU per token event)")
+    for kind, f in figs.items():
+        print(f"  {kind:<8} {f.get('client_us_per_event', float('nan')):7.2f} us/event  client CPU "
+              f"{f.get('client_cpu_percent', float('nan')):5.1f}%  {f.get('cpu_window_events', 0)} events  "
+              f"{f['achieved_tokens_per_s']:7.0f} tok/s | error TTFT p50 {f['ttft_error_ms']['p50']:.3f} "
+              f"p99 {f['ttft_error_ms']['p99']:.3f}, |ITL| p99 {f['itl_abs_error_ms']['p99']:.3f} ms")
+    checks, ratios = [], {}
+    if "bare" in figs and figs["bare"].get("client_us_per_event"):
+        base = figs["bare"]["client_us_per_event"]
+        for kind in figs:
+            if kind != "bare" and figs[kind].get("client_us_per_event"):
+                ratios[f"{kind}_vs_bare"] = figs[kind]["client_us_per_event"] / base
+        if "harness_vs_bare" in ratios:
+            checks.append(benchlib.check("harness / bare CPU per event", ratios["harness_vs_bare"], TARGET_RATIO,
+                                         "<=", "x"))
+        if "httpx_vs_bare" in ratios:
+            print(f"  httpx / bare CPU per event: {ratios['httpx_vs_bare']:.2f} x (reference)")
+    doc = {"benchmark": "client_cost", **benchlib.stamp(), "level": level.label, "duration_s": a.duration,
+           "nice": a.nice, "clients": figs, "ratios": ratios, "checks": checks,
+           "pass": bool(checks) and all(c["pass"] for c in checks)}
+    print(f"wrote {benchlib.write('client_cost', doc, a.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
