@@ -130,9 +130,14 @@ def choose(logits: torch.Tensor, rows: list[RowSampler]) -> Choice:
             _penalize(s, row)
             if row.params.do_sample:
                 s = _warp(s, row.params)
-                scores[i] = s
+            # extreme legal values (repetition_penalty 1e-308, temperature 1e-300) overflow to
+            # inf/NaN: keep the row's scores finite so one request cannot fail the batch
+            s = torch.nan_to_num(s, nan=float("-inf"), posinf=torch.finfo(s.dtype).max, neginf=float("-inf"))
+            scores[i] = s
+            if row.params.do_sample:
                 probs = torch.softmax(s, -1)
-                sampled[i] = int(torch.multinomial(probs, 1, generator=row.generator))
+                if bool(torch.isfinite(probs).all()):  # else every score is -inf: argmax below
+                    sampled[i] = int(torch.multinomial(probs, 1, generator=row.generator))
     lse = torch.logsumexp(scores, -1)
     ids = scores.argmax(-1)
     if sampled:
