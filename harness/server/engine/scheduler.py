@@ -164,13 +164,14 @@ class Engine:
             req.started_ns = now
         try:
             new, logits = prefill(self.model, joining, [r.input_ids for r in joining], self.device)
-        except Exception as exc:  # noqa: BLE001
+            choice = choose(logits, [r.sampler for r in joining])
+        except Exception as exc:  # noqa: BLE001 - fails the joining requests only, never the running batch
             log.error("prefill failed: %s", traceback.format_exc())
             for req in joining:
                 outbox.put(req.stream, GenerationError(f"generation failed: {exc}"))
             return
         self._steps_since_join = 0
-        self._emit(new, choose(logits, [r.sampler for r in joining]), outbox)
+        self._emit(new, choice, outbox)
         if len(new) == 0:
             return
         if self.batch is None:
