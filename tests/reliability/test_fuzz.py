@@ -183,3 +183,49 @@ def test_endless_chunked_body_is_cut_at_the_limit(fuzz_server) -> None:
         t.join(5)
     assert got and got[0].startswith(b"HTTP/1.1 413"), (sent, got[:1])
     assert sent < 200 * LIMIT, sent
+
+
+EXTREME_SAMPLING = [
+    {"do_sample": True, "repetition_penalty": 1e-308},
+    {"do_sample": True, "repetition_penalty": 1e308},
+    {"do_sample": True, "temperature": 1e-300},
+    {"do_sample": True, "temperature": 1e308},
+    {"do_sample": True, "top_k": 100_000_000, "top_p": 1e-300},
+    {"do_sample": True, "typical_p": 0.9999999, "frequency_penalty": -2.0},
+    {"do_sample": True, "seed": 2**64 - 1, "top_n_tokens": 5, "details": True},
+    {"repetition_penalty": 1e-308},
+]
+
+
+def test_extreme_sampling_values_on_the_real_engine(serve) -> None:
+    """Legal but extreme sampling parameters on the transformers engine (tiny model): every request
+    answers (no hang, no 5xx), an innocent stream running beside them in the same batch finishes
+    ok, and afterwards no batch row or permit is left."""
+    cap = 8
+    s = serve(["--model", "tiny", "--max-concurrent-requests", str(cap)])
+    innocent: list[str] = []
+
+    def run_innocent() -> None:
+        with httpx.stream("POST", s.url + "/generate_stream", timeout=60,
+                          json={"inputs": "innocent", "parameters": {"max_new_tokens": 400}}) as r:
+            innocent.extend(line for line in r.iter_lines() if line.startswith("data:"))
+
+    t = threading.Thread(target=run_innocent)
+    t.start()
+    time.sleep(0.3)
+    for params in EXTREME_SAMPLING:
+        for route in ("/generate", "/generate_stream"):
+            body = {"inputs": "a b a b a", "parameters": {"max_new_tokens": 6, **params}}
+            r = httpx.post(s.url + route, json=body, timeout=30)  # a hang raises ReadTimeout
+            check_answer(r.status_code, r.headers.get("content-type", ""), r.content, (route, params))
+            assert b'"error"' not in r.content, (route, params, r.text[:300])
+    t.join(60)
+    last = json.loads(innocent[-1][5:])
+    assert "error" not in last and last["generated_text"] is not None, innocent[-3:]
+    import asyncio
+
+    from soak_disconnect import full_cap, wait_idle
+
+    wait_idle(s.url)
+    assert asyncio.run(full_cap(s.port, cap)) == {"token": cap}
+    assert s.stop() == 0
