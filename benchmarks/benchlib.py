@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,10 +17,29 @@ from harness.calibration.result import machine_info, software_info  # noqa: E402
 DEFAULT_OUT = ROOT / "reports" / "bench"
 
 
+def scheduling_floor(n: int = 1000) -> dict:
+    """The machine's wake-up floor now: overshoot of ``time.sleep(1 ms)`` (p50, p99, max; ms).
+
+    No client can time tokens more accurately than the OS wakes it; on a shared, loaded machine
+    this is what the accuracy figures are up against.
+    """
+    v = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        time.sleep(0.001)
+        v.append((time.perf_counter_ns() - t) / 1e6 - 1.0)
+    v.sort()
+    return {"sleep_1ms_overshoot_p50_ms": round(v[n // 2], 3), "sleep_1ms_overshoot_p99_ms": round(v[int(0.99 * n)], 3),
+            "sleep_1ms_overshoot_max_ms": round(v[-1], 3)}
+
+
 def stamp() -> dict:
-    """When, on what and with which versions a benchmark ran (load average included)."""
+    """When, on what and with which versions a benchmark ran (load average and wake-up floor included)."""
+    floor = scheduling_floor()
+    print(f"  machine floor: sleep(1 ms) overshoot p50 {floor['sleep_1ms_overshoot_p50_ms']:.3f} p99 "
+          f"{floor['sleep_1ms_overshoot_p99_ms']:.3f} ms; load average {machine_info()['loadavg_1_5_15']}")
     return {"created": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine_info(),
-            "software": software_info()}
+            "software": software_info(), "floor": floor}
 
 
 def write(name: str, doc: dict, out: str | Path | None) -> Path:
