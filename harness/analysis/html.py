@@ -90,6 +90,15 @@ def definitions_appendix() -> str:
     return "<h2>Appendix: metric definitions</h2>" + table(["metric", "unit", "scope", "definition"], rows)
 
 
+def client_bound_note(meta: dict) -> str:
+    """A warning when run.json says the load generator was the bottleneck (``client_bound``)."""
+    if not meta.get("client_bound"):
+        return ""
+    reasons = "; ".join(str(r) for r in meta.get("client_bound_reasons") or []) or "no reason recorded"
+    return ("<p class='note' style='border-left:4px solid #c0392b;padding-left:8px'><b>Client-bound:</b> the load "
+            f"generator was saturated or above its calibrated limit, so timings are not trustworthy ({escape(reasons)}).</p>")
+
+
 def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[tuple[str, Path]],
                   meta: dict, window_note: str) -> str:
     """The whole report page."""
@@ -103,6 +112,7 @@ def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1><p class='sub'>{sub}</p>",
+        client_bound_note(meta),
         f"<p class='note'>Headline numbers cover the steady window: {escape(window_note)}. "
         f"{fmt(summary.get('requests'))} requests in it, {fmt(summary.get('ok'))} ok; "
         f"measurement window {fmt(summary.get('measurement_window_s'), 1)} s. SLO: {escape(slo_txt)}.</p>",
