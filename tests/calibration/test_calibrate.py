@@ -1,5 +1,5 @@
-"""A short `harness calibrate` (real simulated server + real headless Locust), its install, and a
-Locust run stamped client-bound by the installed calibration."""
+"""A short `harness calibrate` (real simulated server + real headless Locust), its install, a Locust
+run stamped client-bound by the installed calibration, and that run's report showing it."""
 
 from __future__ import annotations
 
@@ -54,6 +54,11 @@ def test_short_calibrate_writes_and_installs(tmp_path: Path, serve) -> None:
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["client_bound"] is True, proc.stdout + proc.stderr
     assert any("calibrated limit" in r and str(installed) in r for r in meta["client_bound_reasons"])
+    # ... and its report says so
+    rep = harness(["report", str(run_dir), "--out", str(tmp_path / "report")], env)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["run"]["client_bound"] is True
+    assert "Client-bound:" in (tmp_path / "report" / "report.html").read_text()
 
 
 def test_calibrate_bad_input_is_one_line(tmp_path: Path) -> None:
