@@ -1,11 +1,30 @@
 """Server overhead with the simulated backend: N concurrent streams, tokens/s, server-added jitter,
 and overloaded-answer latency while saturated. Prints one JSON object.
 
-Jitter is measured on the server's own ``--trace-file`` (write time of every token event): for
-each consecutive pair of a request's tokens, ``|gap - itl|`` with ``--sim-jitter-ms 0``, so it is
-exactly the delay the HTTP layer and event loop add to the scripted schedule. The client is a
-minimal asyncio socket reader that counts events. Overloaded latency: with every permit held,
-sequential ``POST /generate`` on one keep-alive connection, time to the full 429 answer.
+Three processes: the server (``harness serve --model simulated``), a load client and this one.
+With ``--pin`` (default when the host has >= 2 CPUs) the server runs on CPU 0 and the client on
+CPU 1, so the client does not steal the server's core; both processes' CPU time over the
+measured window is reported (``*_cpu_us_per_token`` = CPU seconds / tokens * 1e6, and
+``*_cpu_util`` = CPU seconds / window seconds) so the figures can be judged honestly.
+
+Client: a uvloop ``asyncio.Protocol`` per connection that only counts ``data:`` occurrences in
+what it receives and sends the next request (keep-alive) when the chunked terminator
+``0\\r\\n\\r\\n`` ends the received bytes. No parsing, no per-line reads.
+
+Jitter comes from the server's own ``--trace-file`` (time right after each token event's send
+returned), run with ``--sim-jitter-ms 0`` so the script is exactly ``t_k = t_1* + (k-1) * itl``:
+
+- ``jitter_ms_*`` (write time vs schedule): per request, ``d_k = t_k - (k-1) * itl``; the
+  schedule origin is estimated as ``min_k d_k`` (the least-delayed token; a lower bound of the
+  true delay, so this under-estimates by at most that token's delay) and each token's delay is
+  ``d_k - min d``. Percentiles over all tokens after the warm-up.
+- ``gap_jitter_ms_*``: ``|t_{k+1} - t_k - itl|`` over consecutive token pairs (the older figure).
+
+Overloaded latency: while every permit is held (``--max-concurrent-requests`` = streams), this
+process sends sequential requests on one keep-alive connection with blocking sockets and times
+each until its full answer: ``POST /generate`` (429 JSON) and ``POST /generate_stream`` (200 with
+the SSE error event). Answers that were admitted (a permit was free between two streams) are
+skipped.
 
     python benchmarks/server_overhead.py --streams 512 --itl-ms 25 --duration 10
 """
@@ -25,6 +44,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 
 def pct(values: list[float], q: float) -> float:
@@ -32,59 +52,139 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-async def stream(port: int, max_new: int, counter: list[int], stop: asyncio.Event) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+# -- load client (a separate process) -----------------------------------------------------------
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection running stream after stream; counts ``data:`` only."""
+
+    __slots__ = ("req", "counter", "tail", "transport")
+
+    def __init__(self, req: bytes, counter: list[int]) -> None:
+        self.req, self.counter, self.tail = req, counter, b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        transport.write(self.req)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.tail + data
+        self.counter[0] += buf.count(b"data:") - self.tail.count(b"data:")
+        self.tail = buf[-8:]
+        if buf.endswith(b"\r\n0\r\n\r\n"):
+            self.counter[1] += 1
+            self.tail = b""
+            self.transport.write(self.req)  # type: ignore[union-attr]
+
+
+async def _client(port: int, streams: int, max_new: int, warmup: float, duration: float,
+                  server_pid: int) -> dict:
+    loop = asyncio.get_running_loop()
     body = json.dumps({"inputs": "a b c", "parameters": {"max_new_tokens": max_new}}).encode()
-    while not stop.is_set():
-        writer.write(b"POST /generate_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            if line.startswith(b"data: "):
-                counter[0] += 1
-                if b'"generated_text":"' in line or b'"error"' in line:
-                    break
-        await reader.readuntil(b"0\r\n\r\n")  # chunked terminator
-    writer.close()
+    req = (b"POST /generate_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    counter = [0, 0]
+    conns = []
+    for _ in range(streams):
+        conns.append(await loop.create_connection(lambda: _Conn(req, counter), "127.0.0.1", port))
+    server, me = psutil.Process(server_pid), psutil.Process()
+    await asyncio.sleep(warmup)
+    c0, s0, m0, t0 = counter[0], server.cpu_times(), me.cpu_times(), time.perf_counter()
+    await asyncio.sleep(duration)
+    c1, s1, m1, t1 = counter[0], server.cpu_times(), me.cpu_times(), time.perf_counter()
+    for tr, _ in conns:
+        tr.close()
+    n, wall = c1 - c0, t1 - t0
+    s_cpu = (s1.user + s1.system) - (s0.user + s0.system)
+    m_cpu = (m1.user + m1.system) - (m0.user + m0.system)
+    return {"tokens_per_s": round(n / wall, 1), "tokens": n, "window_s": round(wall, 3),
+            "requests_done": counter[1],
+            "server_cpu_util": round(s_cpu / wall, 3), "client_cpu_util": round(m_cpu / wall, 3),
+            "server_cpu_us_per_token": round(s_cpu / max(n, 1) * 1e6, 2),
+            "client_cpu_us_per_token": round(m_cpu / max(n, 1) * 1e6, 2)}
 
 
-async def overloaded_latency(port: int, n: int) -> list[float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+def client_main(a: argparse.Namespace) -> int:
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a server dependency
+        pass
+    max_new = max(2, int(a.stream_s * 1000 / a.itl_ms))
+    out = asyncio.run(_client(a.port, a.streams, max_new, a.warmup, a.duration, a.server_pid))
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+# -- overloaded probe (this process, blocking sockets) ------------------------------------------
+def _read_answer(sock: socket.socket, buf: bytearray) -> tuple[bytes, bytes]:
+    """(status line, body) of one HTTP/1.1 answer (Content-Length or chunked)."""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    buf[:] = rest
+    lines = head.split(b"\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(b":") for h in lines[1:])}
+    if b"content-length" in headers:
+        n = int(headers[b"content-length"])
+        while len(buf) < n:
+            buf += sock.recv(65536)
+        body = bytes(buf[:n])
+        del buf[:n]
+        return lines[0], body
+    while b"\r\n0\r\n\r\n" not in buf and not buf.startswith(b"0\r\n\r\n"):
+        buf += sock.recv(65536)
+    end = buf.find(b"0\r\n\r\n") if buf.startswith(b"0\r\n\r\n") else buf.find(b"\r\n0\r\n\r\n") + 2
+    body = bytes(buf[:end])
+    del buf[:end + 5]
+    return lines[0], body
+
+
+def overloaded_latency(port: int, path: str, n: int) -> list[float]:
+    """ms to the complete answer of ``n`` sequential requests that were refused as overloaded."""
     body = b'{"inputs":"x","parameters":{"max_new_tokens":2}}'
-    req = b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        writer.write(req)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
-        await reader.readexactly(length)
-        if b" 429 " in head.split(b"\r\n")[0]:  # between two requests of a stream a permit may be free
-            out.append((time.perf_counter() - t) * 1e3)
-        await asyncio.sleep(0.005)
-    writer.close()
+    req = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+           % (path.encode(), len(body))) + body
+    out: list[float] = []
+    buf = bytearray()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(n):
+            t = time.perf_counter()
+            sock.sendall(req)
+            status, answer = _read_answer(sock, buf)
+            dt = (time.perf_counter() - t) * 1e3
+            if b" 429 " in status or b'"overloaded"' in answer:
+                out.append(dt)
+            time.sleep(0.005)
     return out
 
 
-async def main_async(a: argparse.Namespace, port: int) -> dict:
-    counter = [0]
-    stop = asyncio.Event()
-    max_new = max(2, int(a.stream_s * 1000 / a.itl_ms))
-    tasks = [asyncio.create_task(stream(port, max_new, counter, stop)) for _ in range(a.streams)]
-    await asyncio.sleep(a.warmup)
-    c0, t0 = counter[0], time.perf_counter()
-    over = await overloaded_latency(port, 200)
-    await asyncio.sleep(max(0.0, a.duration - (time.perf_counter() - t0)))
-    rate = (counter[0] - c0) / (time.perf_counter() - t0)
-    stop.set()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return {"tokens_per_s": round(rate, 1), "overloaded_n": len(over),
-            "overloaded_ms_p50": round(statistics.median(over), 3) if over else None,
-            "overloaded_ms_p99": round(pct(over, 0.99), 3) if over else None}
+def _summary(values: list[float]) -> dict:
+    return {"n": len(values), "p50": round(statistics.median(values), 3) if values else None,
+            "p99": round(pct(values, 0.99), 3) if values else None,
+            "max": round(max(values), 3) if values else None}
+
+
+def jitter(trace: Path, t_from_ns: float, itl_ms: float) -> dict:
+    """Write time vs schedule and gap jitter (module docstring) from the trace file."""
+    by_req: dict[str, list[tuple[int, int]]] = {}
+    for line in trace.read_text().splitlines():
+        x = json.loads(line)
+        by_req.setdefault(x["request_id"], []).append((x["index"], x["t_ns"]))
+    itl_ns = itl_ms * 1e6
+    delay: list[float] = []
+    gaps: list[float] = []
+    for pts in by_req.values():
+        pts.sort()
+        d = [t - (i - 1) * itl_ns for i, t in pts]
+        origin = min(d)
+        delay += [(di - origin) / 1e6 for di, (_, t) in zip(d, pts, strict=True) if t > t_from_ns]
+        gaps += [abs((b - a) / 1e6 - itl_ms) for (ia, a), (ib, b) in zip(pts, pts[1:], strict=False)
+                 if ib == ia + 1 and a > t_from_ns]
+    return {"jitter_ms_p50": round(pct(delay, 0.5), 3), "jitter_ms_p99": round(pct(delay, 0.99), 3),
+            "jitter_ms_max": round(max(delay), 3) if delay else None,
+            "gap_jitter_ms_p50": round(pct(gaps, 0.5), 3), "gap_jitter_ms_p99": round(pct(gaps, 0.99), 3),
+            "tokens_traced": len(delay)}
 
 
 def main() -> int:
@@ -94,39 +194,62 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--stream-s", type=float, default=4.0, help="length of each stream in seconds")
+    ap.add_argument("--probes", type=int, default=200, help="overloaded requests per route")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
+                    help="server on CPU 0, client on CPU 1 (default: on with >= 2 CPUs)")
     ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.client:
+        return client_main(a)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tmp = Path(tempfile.mkdtemp())
     trace = tmp / "trace.jsonl"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--model", "simulated", "--port", str(port),
                              "--sim-ttft-ms", "5", "--sim-itl-ms", str(a.itl_ms), "--sim-output-tokens", "0",
                              "--max-concurrent-requests", str(a.streams), "--trace-file", str(trace),
-                             "--log-level", "warning"], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                             "--log-level", "warning"], env=env)
+    client = None
     try:
-        for _ in range(100):
+        if a.pin:
+            os.sched_setaffinity(proc.pid, {0})
+        for _ in range(200):
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
         t_start = time.monotonic_ns()
-        result = asyncio.run(main_async(a, port))
+        client = subprocess.Popen([sys.executable, __file__, "--client", "--port", str(port),
+                                   "--server-pid", str(proc.pid), "--streams", str(a.streams),
+                                   "--itl-ms", str(a.itl_ms), "--duration", str(a.duration),
+                                   "--warmup", str(a.warmup), "--stream-s", str(a.stream_s)],
+                                  stdout=subprocess.PIPE, env=env)
+        if a.pin:
+            os.sched_setaffinity(client.pid, {1})
+        time.sleep(a.warmup + 0.5)
+        over = overloaded_latency(port, "/generate", a.probes)
+        over_stream = overloaded_latency(port, "/generate_stream", a.probes)
+        out, _ = client.communicate(timeout=a.duration + a.warmup + 120)
+        result = json.loads(out.decode().strip().splitlines()[-1])
     finally:
+        if client is not None and client.poll() is None:
+            client.kill()
         proc.terminate()
         proc.wait(30)
-    by_req: dict[str, list[int]] = {}
-    for line in trace.read_text().splitlines():
-        x = json.loads(line)
-        if x["t_ns"] > t_start + a.warmup * 1e9:
-            by_req.setdefault(x["request_id"], []).append(x["t_ns"])
-    dev = []
-    for ts in by_req.values():
-        dev += [abs((b - a_) / 1e6 - a.itl_ms) for a_, b in zip(ts, ts[1:], strict=False)]
-    result.update({"streams": a.streams, "itl_ms": a.itl_ms, "jitter_ms_p50": round(pct(dev, 0.5), 3),
-                   "jitter_ms_p99": round(pct(dev, 0.99), 3), "gaps": len(dev), "cpus": os.cpu_count(),
+    result.update(jitter(trace, t_start + a.warmup * 1e9, a.itl_ms))
+    o, os_ = _summary(over), _summary(over_stream)
+    result.update({"overloaded_ms_p50": o["p50"], "overloaded_ms_p99": o["p99"], "overloaded_ms_max": o["max"],
+                   "overloaded_n": o["n"], "overloaded_stream_ms_p50": os_["p50"],
+                   "overloaded_stream_ms_p99": os_["p99"], "overloaded_stream_ms_max": os_["max"],
+                   "overloaded_stream_n": os_["n"]})
+    result.update({"streams": a.streams, "itl_ms": a.itl_ms, "offered_tokens_per_s": round(a.streams * 1e3 / a.itl_ms),
+                   "pinned": a.pin, "cpus": os.cpu_count(),
                    "targets": {"tokens_per_s": ">= 20000", "jitter_ms_p99": "<= 2", "overloaded_ms_p99": "<= 5"}})
     print(json.dumps(result))
     if a.json:

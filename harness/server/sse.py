@@ -11,6 +11,11 @@ can return it): headers go out at once, then each chunk from the body iterator i
 own ASGI ``send``. A watcher task reads ``receive()``; on ``http.disconnect`` it cancels the
 response task, so the body iterator's ``finally`` releases the admission permit and cancels the
 backend stream immediately.
+
+Per-event cost is kept low: token JSON fragments are cached (:func:`token_json`), and body chunks
+go to the server's own ASGI ``send`` (:data:`RAW_SEND`, put in the scope by the application
+object) rather than through the framework's per-layer ``send`` wrappers, which only track
+whether the response started (the start message still goes through them).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ from harness.server.trace import TokenTrace
 
 encode_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 KEEPALIVE = b":\n\n"
+#: scope key holding the ASGI server's ``send`` (set by ``harness.server.app``'s application)
+RAW_SEND = "harness.raw_send"
+_TOKEN_CACHE: dict[tuple, str] = {}
+_TOKEN_CACHE_MAX = 1 << 16
 
 
 def data_event(payload: str) -> bytes:
@@ -51,9 +60,17 @@ def num(v: float | None) -> str:
 
 
 def token_json(t: TokenInfo) -> str:
-    """``{"id","text","logprob","special"}`` as TGI's ``Token``."""
-    return (f'{{"id":{t.id},"text":{encode_str(t.text)},"logprob":{num(t.logprob)},'
+    """``{"id","text","logprob","special"}`` as TGI's ``Token`` (cached by value: a simulated or
+    greedy stream repeats the same few tokens; the cache is emptied when it holds 65,536)."""
+    key = (t.id, t.text, t.logprob, t.special)
+    s = _TOKEN_CACHE.get(key)
+    if s is None:
+        if len(_TOKEN_CACHE) >= _TOKEN_CACHE_MAX:
+            _TOKEN_CACHE.clear()
+        s = _TOKEN_CACHE[key] = (
+            f'{{"id":{t.id},"text":{encode_str(t.text)},"logprob":{num(t.logprob)},'
             f'"special":{"true" if t.special else "false"}}}')
+    return s
 
 
 class _State:
@@ -133,16 +150,18 @@ class SSEResponse(Response):
         keepalive = loop.create_task(self._keepalive(send, state))
         trace = self.trace
         prefix = TokenTrace.line_prefix(self.request_id) if trace else ""
-        message: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": True}
+        raw_send: Send = scope.get(RAW_SEND, send)
+        record = trace.record if trace is not None else None
+        now_ns = time.monotonic_ns
+        loop_time = loop.time
         try:
             async for payload, index in self.body_iter:
-                message = {"type": "http.response.body", "body": payload, "more_body": True}
-                await send(message)
-                if index and trace is not None:
-                    trace.record(prefix, index, time.monotonic_ns())
-                state.last = loop.time()
+                await raw_send({"type": "http.response.body", "body": payload, "more_body": True})
+                if index and record is not None:
+                    record(prefix, index, now_ns())
+                state.last = loop_time()
             keepalive.cancel()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await raw_send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not state.disconnected:
                 raise

@@ -22,11 +22,20 @@ End: the request's ``output_tokens``-th token (default ``--sim-output-tokens``) 
 (``finish_reason`` ``eos_token``) unless ``max_new_tokens`` is reached first or at the same token
 (``length`` wins, as in TGI) or a stop sequence appears in the text (``stop_sequence``).
 ``output_tokens`` <= 0 means no natural end.
+
+Timing machinery: one :class:`Ticker` per backend instead of one timer per token per stream. A
+stream whose next token is not yet due puts ``(due, seq, future)`` on the ticker's heap and awaits
+the future; the ticker keeps one event-loop timer armed for the earliest due time and, when it
+fires, resolves every future due within :data:`EARLY_S` in due order (one loop callback for all
+streams due at that tick). Due times are on ``time.monotonic`` (uvloop's own clock and timers
+have 1 ms granularity and may fire early; an early firing just re-arms).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
 import random
 import re
@@ -65,6 +74,57 @@ EARLY_S = 0.0002  #: a token may be emitted at most this early (event-loop timer
 _monotonic = time.monotonic
 
 
+class Ticker:
+    """Wakes waiters at monotonic due times with one armed loop timer (module docstring)."""
+
+    __slots__ = ("_loop", "_heap", "_seq", "_timer", "_armed_at")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, asyncio.Future]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf  #: monotonic due time the armed timer is for
+
+    def wait_until(self, due: float) -> asyncio.Future:
+        """A future resolved (result None) once ``time.monotonic() >= due - EARLY_S``."""
+        fut = self._loop.create_future()
+        heapq.heappush(self._heap, (due, next(self._seq), fut))
+        if due < self._armed_at:
+            self._arm(due)
+        return fut
+
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = due
+        loop = self._loop
+        self._timer = loop.call_at(loop.time() + (due - _monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._armed_at = math.inf
+        heap = self._heap
+        limit = _monotonic() + EARLY_S
+        pop = heapq.heappop
+        while heap and heap[0][0] <= limit:
+            fut = pop(heap)[2]
+            if not fut.done():  # a cancelled waiter (client gone) is skipped
+                fut.set_result(None)
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed_at = math.inf
+        for _, _, fut in self._heap:
+            if not fut.done():
+                fut.set_result(None)
+        self._heap.clear()
+
+
 class SimulatedBackend(Backend):
     """Scripted token timing; see the module docstring for every formula."""
 
@@ -95,6 +155,7 @@ class SimulatedBackend(Backend):
         self._running: set[SimulatedStream] = set()
         self._requests = 0
         self._closed = False
+        self._ticker: Ticker | None = None
 
     # -- Backend contract -------------------------------------------------------------------
     async def start(self) -> None:
@@ -104,6 +165,16 @@ class SimulatedBackend(Backend):
         self._closed = True
         for s in list(self._running):
             s.fail("server shutting down")
+        if self._ticker is not None:
+            self._ticker.close()  # wakes the failed streams' waiters
+            self._ticker = None
+
+    def ticker(self) -> Ticker:
+        """The ticker of the running loop (made on first use)."""
+        t = self._ticker
+        if t is None or t._loop is not asyncio.get_running_loop():
+            t = self._ticker = Ticker(asyncio.get_running_loop())
+        return t
 
     def tokenize(self, text: str) -> list[int]:
         ids = []
@@ -159,7 +230,7 @@ class SimulatedStream(GenerationStream):
     """One request's scripted token sequence."""
 
     __slots__ = ("_b", "_params", "_words_rng", "_jitter_rng", "_next_t", "_n", "_text_parts",
-                 "_tail", "_done", "_error", "max_tokens", "_queued_ns", "_natural", "_loop")
+                 "_tail", "_done", "_error", "max_tokens", "_queued_ns", "_natural", "_ticker")
 
     def __init__(self, backend: SimulatedBackend, input_ids: list[int], params: SamplingParams,
                  request_no: int) -> None:
@@ -169,7 +240,7 @@ class SimulatedStream(GenerationStream):
             repr(input_ids[-64:]).encode())
         self._words_rng = random.Random(seed)
         self._jitter_rng = random.Random(backend.seed * 1_000_003 + request_no)
-        self._loop = asyncio.get_running_loop()
+        self._ticker = backend.ticker()
         self._queued_ns = time.monotonic_ns()
         self._next_t = _monotonic() + backend.ttft_s + backend.ttft_per_token_s * len(input_ids)
         self._n = 0
@@ -197,12 +268,8 @@ class SimulatedStream(GenerationStream):
             if self._error:
                 raise GenerationError(self._error)
             raise StopAsyncIteration
-        # time.monotonic, not loop.time(): uvloop's clock and timers have 1 ms granularity and can
-        # fire early, so sleep again until the target is within EARLY_S.
-        delay = self._next_t - _monotonic()
-        while delay > EARLY_S:
-            await asyncio.sleep(delay)
-            delay = self._next_t - _monotonic()
+        if self._next_t - _monotonic() > EARLY_S:
+            await self._ticker.wait_until(self._next_t)
         if self._done:  # cancelled or failed while sleeping
             if self._error:
                 raise GenerationError(self._error)
