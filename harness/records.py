@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -68,8 +68,14 @@ class RequestRecord:
     text: str | None = None  #: generated text, only when the run keeps it
 
     def to_json(self) -> str:
-        """One JSONL line (no trailing newline)."""
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        """One JSONL line (no trailing newline).
+
+        Fields are read directly (every field is a JSON scalar or a list of ints): the same text as
+        ``json.dumps(asdict(self))`` at about a tenth of its cost (asdict deep-copies every list),
+        which matters at one record per request in the client's process.
+        """
+        return json.dumps({name: getattr(self, name) for name in RECORD_COLUMNS}, separators=(",", ":"),
+                          ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
