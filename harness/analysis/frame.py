@@ -83,7 +83,8 @@ class RunFrame:
         keep[idx] = True
         remap = np.cumsum(keep) - 1
         gmask = keep[self.gap_row]
-        recs = None if self._records is None else [self._records[i] for i in idx.tolist()]
+        parent = self.records  # built once on the parent (light copies when read from a file), then shared
+        recs = [parent[i] for i in idx.tolist()]
         return RunFrame({k: v[idx] for k, v in self.cols.items()},
                         {k: v[gmask] for k, v in self.gaps.items()},
                         remap[self.gap_row[gmask]], self.slo, self.meta, recs)
@@ -209,7 +210,7 @@ def records_path(run_dir: str | os.PathLike[str]) -> Path:
 def _load_range(path: str, start: int, end: int, slo: m.Slo | None):
     """Per-request arrays of the lines that *begin* in ``[start, end)`` of a JSONL file."""
     b = _Builder(slo, keep=False)
-    loads, from_dict, add = json.loads, RequestRecord.from_dict, b.add
+    loads, from_dict, new, add = json.loads, RequestRecord.from_dict, RequestRecord, b.add
     with open(path, "rb") as fh:
         if start > 0:
             fh.seek(start - 1)
@@ -222,9 +223,16 @@ def _load_range(path: str, start: int, end: int, slo: m.Slo | None):
             if len(line) < 3:
                 continue
             try:
-                rec = from_dict(loads(line))
-            except (ValueError, TypeError):
+                d = loads(line)
+            except ValueError:
                 continue  # a process killed mid-write leaves a partial line
+            try:
+                rec = new(**d)  # fast path: exactly the record's fields
+            except TypeError:
+                try:
+                    rec = from_dict(d)  # unknown keys (newer writer) are ignored
+                except (TypeError, AttributeError):
+                    continue
             add(rec)
     return b.arrays()
 
