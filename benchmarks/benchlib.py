@@ -37,7 +37,8 @@ def stamp() -> dict:
     """When, on what and with which versions a benchmark ran (load average and wake-up floor included)."""
     floor = scheduling_floor()
     print(f"  machine floor: sleep(1 ms) overshoot p50 {floor['sleep_1ms_overshoot_p50_ms']:.3f} p99 "
-          f"{floor['sleep_1ms_overshoot_p99_ms']:.3f} ms; load average {machine_info()['loadavg_1_5_15']}")
+          f"{floor['sleep_1ms_overshoot_p99_ms']:.3f} ms; load average {machine_info()['loadavg_1_5_15']}; "
+          f"CPU pressure (PSI some avg10) {machine_info()['cpu_pressure_some_avg10']}%")
     return {"created": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine_info(),
             "software": software_info(), "floor": floor}
 

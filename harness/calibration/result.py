@@ -35,8 +35,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_pressure() -> float | None:
+    """Linux PSI ``some avg10`` of /proc/pressure/cpu: % of the last 10 s in which a runnable task
+    waited for a CPU (0 on a quiet machine; high values mean other load delays every wake-up)."""
+    try:
+        for line in Path("/proc/pressure/cpu").read_text().splitlines():
+            if line.startswith("some"):
+                return float(dict(kv.split("=") for kv in line.split()[1:])["avg10"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
 def machine_info() -> dict[str, Any]:
-    """Host, OS, CPU model and count, current load average (other load distorts timings)."""
+    """Host, OS, CPU model and count, load average and CPU pressure now (other load distorts timings)."""
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -44,7 +56,7 @@ def machine_info() -> dict[str, Any]:
     return {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
             "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "loadavg_1_5_15": load}
+            "loadavg_1_5_15": load, "cpu_pressure_some_avg10": cpu_pressure()}
 
 
 def software_info() -> dict[str, Any]:
@@ -84,7 +96,8 @@ def build(levels: list[dict], budget_ms: float, settings: dict, started: _dt.dat
     for lv in levels:
         lv["within_budget"] = within_budget(lv, budget_ms)
     after = machine_info()
-    machine = {**machine_before, "loadavg_after_1_5_15": after.get("loadavg_1_5_15")}
+    machine = {**machine_before, "loadavg_after_1_5_15": after.get("loadavg_1_5_15"),
+               "cpu_pressure_after_some_avg10": after.get("cpu_pressure_some_avg10")}
     return {"schema": SCHEMA, "created": started.isoformat(timespec="seconds"), "elapsed_s": round(elapsed_s, 1),
             "budget_ms": budget_ms, "machine": machine, "software": software_info(), "settings": settings,
             "levels": levels, "limit": find_limit(levels, budget_ms)}
@@ -120,6 +133,8 @@ def table(doc: dict) -> str:
     else:
         lines.append("limit per worker: none - no level kept its p99 errors within the budget")
     load = doc["machine"].get("loadavg_1_5_15")
-    lines.append(f"machine: {doc['machine']['cpu_model']}, {doc['machine']['cpu_count']} CPUs, load average "
-                 f"{load} before / {doc['machine'].get('loadavg_after_1_5_15')} after")
+    m = doc["machine"]
+    lines.append(f"machine: {m['cpu_model']}, {m['cpu_count']} CPUs, load average {load} before / "
+                 f"{m.get('loadavg_after_1_5_15')} after, CPU pressure (PSI some avg10) "
+                 f"{m.get('cpu_pressure_some_avg10')}% / {m.get('cpu_pressure_after_some_avg10')}%")
     return "\n".join(lines)
