@@ -14,6 +14,7 @@ Names: TGI (``tgi_queue_size``, ``tgi_batch_current_size``, ``tgi_request_*``) a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -76,6 +77,10 @@ class MetricsScraper:
 
     def start(self) -> MetricsScraper:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # one INFO line per scrape from httpx would flood Locust's console
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.getEffectiveLevel() < logging.WARNING:
+            httpx_log.setLevel(logging.WARNING)
         self._thread = threading.Thread(target=self._loop, name="metrics-scraper", daemon=True)
         self._thread.start()
         return self

@@ -11,6 +11,8 @@ The rule (documented in docs/reports.md):
    spawned, queues filled) and ends at the end of the last bin with ``c >= 0.8 * L`` that begins
    before the last send (after that the run drains: users stop, in-flight requests finish or are
    cancelled). ``min_warmup_s`` additionally skips a fixed warm-up from the first send.
+   Requests the harness cancelled at the end of the run never had the chance to finish: the window
+   also ends at the earliest send among them, so they do not count as failures.
 4. Fallback: when that window is shorter than 3 s or than 25 % of the run, the whole run is used
    and ``detected`` is False.
 
@@ -70,8 +72,12 @@ def concurrency_per_bin(send_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int, n_b
     return np.diff(area)
 
 
-def detect(send_ns: np.ndarray, end_ns: np.ndarray, min_warmup_s: float = 0.0) -> SteadyWindow | None:
-    """The steady window of a run from its attempted requests' send and end times (ns); None if empty."""
+def detect(send_ns: np.ndarray, end_ns: np.ndarray, min_warmup_s: float = 0.0,
+           cancelled_send_ns: np.ndarray | None = None) -> SteadyWindow | None:
+    """The steady window of a run from its attempted requests' send and end times (ns); None if empty.
+
+    ``cancelled_send_ns``: send times of the requests the harness cancelled (end of run).
+    """
     ok = (send_ns >= 0) & (end_ns >= 0)
     send_ns, end_ns = send_ns[ok], end_ns[ok]
     if len(send_ns) == 0:
@@ -91,6 +97,12 @@ def detect(send_ns: np.ndarray, end_ns: np.ndarray, min_warmup_s: float = 0.0) -
     last = int(last_ok[-1]) if len(last_ok) else int(above[-1])
     start = max(t0 + first * NS_PER_S, t0 + int(min_warmup_s * NS_PER_S))
     end = min(t0 + (last + 1) * NS_PER_S, t_end + 1)
+    cut = ""
+    if cancelled_send_ns is not None:
+        late = cancelled_send_ns[cancelled_send_ns > start]
+        if len(late) and int(late.min()) < end:
+            end = int(late.min())
+            cut = "; ends at the first request cancelled by the end of the run"
     run_s = (t_end - t0) / NS_PER_S
     dur = (end - start) / NS_PER_S
     if dur < MIN_WINDOW_S or dur < MIN_FRACTION * run_s:
@@ -98,4 +110,4 @@ def detect(send_ns: np.ndarray, end_ns: np.ndarray, min_warmup_s: float = 0.0) -
                             f"steady window of {dur:.1f} s of {run_s:.1f} s too short; whole run used")
     return SteadyWindow(start, end, True, level,
                         f"in flight >= {THRESHOLD:.0%} of plateau {level:.2f} from "
-                        f"{(start - t0) / NS_PER_S:.1f} s to {(end - t0) / NS_PER_S:.1f} s")
+                        f"{(start - t0) / NS_PER_S:.1f} s to {(end - t0) / NS_PER_S:.1f} s{cut}")

@@ -139,8 +139,10 @@ def analyse(frame: RunFrame, slo: m.Slo | None, steady: bool = True,
     ``warmup_s`` > 0 always cuts at least that much from the start. ``steady_window_info`` in the
     summary describes the window and whether it was applied.
     """
-    live = frame.cols["outcome"] != OUTCOMES.index("dropped")
-    window = detect(frame.cols["send_ns"][live], frame.cols["end_ns"][live], warmup_s)
+    oc = frame.cols["outcome"]
+    live = oc != OUTCOMES.index("dropped")
+    window = detect(frame.cols["send_ns"][live], frame.cols["end_ns"][live], warmup_s,
+                    frame.cols["send_ns"][oc == OUTCOMES.index("cancelled")])
     applied = window is not None and ((steady and window.detected) or warmup_s > 0)
     summary = summarize_frame(frame, slo, window.as_tuple() if applied else None)  # type: ignore[union-attr]
     summary["steady_window_info"] = None if window is None else {**window.to_dict(), "applied": applied}

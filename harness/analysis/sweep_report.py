@@ -31,6 +31,12 @@ def _series(points: list[dict], cap: Any, key: str) -> tuple[list[float], list[f
     return xs, ys
 
 
+def _xscale(ax, points: list[dict]) -> None:
+    loads = [p["load"] for p in points if p.get("load")]
+    if loads and max(loads) / min(loads) >= 8:
+        ax.set_xscale("log", base=2)
+
+
 def _xlabel(axis: str) -> str:
     return "concurrent users" if axis == "users" else "offered load (requests/s)"
 
@@ -48,6 +54,7 @@ def plot_latency(points: list[dict], caps: list, axis: str, slo: dict, out: Path
                             label=f"{'load' if cap is None else f'cap {cap}'} {stat}")
         if name in slo:
             ax.axhline(slo[name][1], color="red", lw=1, alpha=0.6, label=f"SLO {slo[name][0]}")
+        _xscale(ax, points)
         ax.set_title(f"{name.upper()} percentiles vs load")
         ax.set_xlabel(_xlabel(axis))
         ax.set_ylabel(f"{name.upper()} (ms)")
@@ -74,6 +81,7 @@ def plot_rates(points: list[dict], caps: list, axis: str, out: Path) -> Path:
                 title, unit = "Request throughput vs load (no SLO given)", "requests/s"
             if xs:
                 ax.plot(xs, ys, marker="o", ms=3, color=f"C{i % 10}", label="load" if cap is None else f"cap {cap}")
+        _xscale(ax, points)
         ax.set_title(title)
         ax.set_xlabel(_xlabel(axis))
         ax.set_ylabel(unit)
