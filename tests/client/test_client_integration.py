@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, start_server
+from serverproc import ROOT, start_server
 
 from harness.client import RetryPolicy, make_client
 from harness.metrics import itl_ms, ttft_ms

@@ -272,7 +272,7 @@ def test_total_timeout(server):
 
 
 def test_connection_refused_is_connect_error():
-    from conftest import free_port
+    from serverproc import free_port
 
     r = make_client("tgi", f"http://127.0.0.1:{free_port()}").stream("p")
     assert r.outcome == Outcome.CONNECT_ERROR and r.http_status is None and "refused" in r.error_text.lower()
