@@ -85,8 +85,11 @@ class RunFrame:
         gmask = keep[self.gap_row]
         parent = self.records  # built once on the parent (light copies when read from a file), then shared
         recs = [parent[i] for i in idx.tolist()]
-        return RunFrame({k: v[idx] for k, v in self.cols.items()},
-                        {k: v[gmask] for k, v in self.gaps.items()},
+        gaps: dict[str, np.ndarray] = {}
+        by_id: dict[int, np.ndarray] = {}
+        for k, v in self.gaps.items():  # arrays shared between metrics stay shared
+            gaps[k] = by_id[id(v)] if id(v) in by_id else by_id.setdefault(id(v), v[gmask])
+        return RunFrame({k: v[idx] for k, v in self.cols.items()}, gaps,
                         remap[self.gap_row[gmask]], self.slo, self.meta, recs)
 
     def to_pandas(self):  # -> pandas.DataFrame
