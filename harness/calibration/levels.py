@@ -141,6 +141,7 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
                      *server_args(level, trace, seed)], port, out_dir / "server.log")
     server.start(timeout_s=60.0)
     cpu: dict[str, float] = {}
+    proc: subprocess.Popen | None = None
     try:
         cmd = [*prefix, *locust_command(level, server.url, run_dir, duration_s, ramp_s, locustfile), *locust_args]
         with open(out_dir / "locust.log", "wb") as log:
@@ -161,6 +162,9 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
                 proc.kill()
                 rc = proc.wait()
     finally:
+        if proc is not None and proc.poll() is None:  # interrupted: leave no Locust behind
+            proc.kill()
+            proc.wait()
         server.stop()  # SIGTERM: the trace's last lines are written at shutdown
     if not records_file.exists() or records_file.stat().st_size == 0:
         raise RuntimeError(f"level {level.label}: locust exited with {rc} and wrote no records; "
