@@ -26,12 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POINT_FILE = "point.json"
-#: summary keys kept per point in sweep.json
-POINT_KEYS = ("requests", "ok", "attempted", "request_throughput", "output_tokens_per_s", "goodput",
-              "overload_rate", "error_rate", "error_rate_cancelled", "drops",
-              *(f"{n}_{s}_ms" for n in ("ttft", "itl", "tpot", "e2e") for s in ("p50", "p90", "p95", "p99")))
-
-
 @dataclass
 class SweepPlan:
     caps: list[int | None]
@@ -173,7 +167,7 @@ def run_point(args: argparse.Namespace, plan: SweepPlan, cap: int | None, load: 
         from harness.analysis.report import build_report
 
         build_report(d, d / "report", slo, warmup_s=args.warmup)
-    point.update(complete=rc in (0, 1), summary={k: summary.get(k) for k in POINT_KEYS},
+    point.update(complete=rc in (0, 1), summary=summary,
                  steady_window=summary.get("steady_window_info"))
     if rc not in (0, 1):
         point["error"] = f"locust exited with {rc}; see {d / 'locust.log'}"

@@ -210,8 +210,12 @@ def slo_metric(name: str) -> tuple[str, str]:
     return base, stat or "p95"
 
 
-def slo_spec(text: str | None) -> dict[str, tuple[str, float]]:
-    """``"ttft_p95=500,itl_p99=50"`` -> ``{"ttft": ("ttft_p95_ms", 500.0), "itl": ("itl_p99_ms", 50.0)}``."""
+def slo_spec(text: str | None, intended: bool = False) -> dict[str, tuple[str, float]]:
+    """``"ttft_p95=500,itl_p99=50"`` -> ``{"ttft": ("ttft_p95_ms", 500.0), "itl": ("itl_p99_ms", 50.0)}``.
+
+    ``intended`` (open loop): TTFT and E2E are judged from the intended start
+    (``ttft_intended_*``, ``e2e_intended_*``), so a saturated client cannot hide queueing.
+    """
     out: dict[str, tuple[str, float]] = {}
     if not text:
         return out
@@ -220,7 +224,8 @@ def slo_spec(text: str | None) -> dict[str, tuple[str, float]]:
         if part.strip():
             name, _, value = part.partition("=")
             base, stat = slo_metric(name.strip())
-            out[base] = (f"{base}_{stat}_ms", float(value))
+            key = f"{base}_intended" if intended and base in ("ttft", "e2e") else base
+            out[base] = (f"{key}_{stat}_ms", float(value))
     return out
 
 

@@ -45,17 +45,18 @@ def plot_latency(points: list[dict], caps: list, axis: str, slo: dict, out: Path
     """TTFT, ITL and E2E p50/p95/p99 vs load, one colour per cap."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, name in zip(axes, ("ttft", "itl", "e2e"), strict=True):
+        key = f"{name}_intended" if axis == "rate" and name != "itl" else name  # open loop: from intended start
         for i, cap in enumerate(caps):
             color = f"C{i % 10}"
             for stat, ls in (("p50", ":"), ("p95", "--"), ("p99", "-")):
-                xs, ys = _series(points, cap, f"{name}_{stat}_ms")
+                xs, ys = _series(points, cap, f"{key}_{stat}_ms")
                 if xs:
                     ax.plot(xs, ys, ls=ls, marker="o", ms=3, color=color,
                             label=f"{'load' if cap is None else f'cap {cap}'} {stat}")
         if name in slo:
             ax.axhline(slo[name][1], color="red", lw=1, alpha=0.6, label=f"SLO {slo[name][0]}")
         _xscale(ax, points)
-        ax.set_title(f"{name.upper()} percentiles vs load")
+        ax.set_title(f"{name.upper()} percentiles vs load" + (" (from intended start)" if key != name else ""))
         ax.set_xlabel(_xlabel(axis))
         ax.set_ylabel(f"{name.upper()} (ms)")
         ax.grid(alpha=0.3)
@@ -97,7 +98,7 @@ def plot_rates(points: list[dict], caps: list, axis: str, out: Path) -> Path:
 def write_sweep_outputs(plan: Any, points: list[dict], slo_text: str | None, max_error_rate: float) -> dict:
     """Write sweep.json and sweep.html into ``plan.out``; returns sweep.json's content."""
     out = Path(plan.out)
-    slo = slo_spec(slo_text)
+    slo = slo_spec(slo_text, intended=plan.axis == "rate")
     pts = [Point(p["cap"], p["load"], p.get("summary") or {}, p.get("run_dir", "")) for p in points if p.get("complete")]
     table_ = capacity(pts, slo, plan.axis, max_error_rate)
     rec = recommend(table_, plan.axis)
