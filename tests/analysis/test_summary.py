@@ -148,3 +148,13 @@ def test_requests_cancelled_at_the_end_are_outside_the_window():
     s, w = analyse(build_frame(recs), None)
     assert w is not None and w.detected and "cancelled" in w.reason
     assert s["outcomes"]["cancelled"] == 0 and s["error_rate"] == 0.0
+
+
+def test_partitioned_percentiles_equal_sorted(monkeypatch):
+    from harness.analysis import summary as summary_mod
+
+    v = np.random.default_rng(9).gamma(2.0, 7.0, 5001)
+    v[::97] = np.nan
+    full = dist(v)
+    monkeypatch.setattr(summary_mod, "PARTITION_MIN", 10)
+    assert dist(v) == full
