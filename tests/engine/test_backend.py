@@ -49,7 +49,7 @@ def test_backend_streams_concurrent_requests_and_cancels():
             if b.stats().batch_size == 0:
                 break
             await asyncio.sleep(0.01)
-        assert b.stats() .batch_size == 0 and b.stats().queue_size == 0
+        assert b.stats().batch_size == 0 and b.stats().queue_size == 0
 
         sampled = SamplingParams(max_new_tokens=8, do_sample=True)
         out = await collect(sampled)
@@ -63,6 +63,9 @@ def test_backend_streams_concurrent_requests_and_cancels():
         with pytest.raises(GenerationError):
             async for _ in pending:
                 pass
+        late = b.submit(ids, SamplingParams(max_new_tokens=2))  # after shutdown: an error, not a hang
+        with pytest.raises(GenerationError):
+            await late.__anext__()
 
     run(main())
 

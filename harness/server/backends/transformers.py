@@ -95,7 +95,8 @@ class TransformersBackend(Backend):
         stream = EngineStream(asyncio.get_running_loop(), self.engine.wake)
         req = Request(list(input_ids), params, stream, self.loaded.tokenizer,
                       RowSampler(params, list(input_ids), generator))
-        self.engine.enqueue(req)
+        if not self.engine.enqueue(req):
+            stream._put(GenerationError("the server is shutting down"))
         return stream
 
     def stats(self) -> EngineStats:

@@ -75,13 +75,15 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def enqueue(self, req: Request) -> None:
+    def enqueue(self, req: Request) -> bool:
+        """Queue ``req``; False (and nothing queued) when the engine is stopping."""
         with self._cv:
             if self._stopping:
-                raise GenerationError("the engine is shutting down")
+                return False
             self._queue.append(req)
             self._update_stats()
             self._cv.notify()
+        return True
 
     def wake(self) -> None:
         with self._cv:
