@@ -29,14 +29,16 @@ def main() -> int:
     ap.add_argument("--baseline-streams", type=int, default=16)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per level (default 20)")
     ap.add_argument("--warmup", type=float, default=3.0)
-    ap.add_argument("--nice", type=int, default=None, help="run server and Locust under nice -n N")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="server and Locust in sessions of their own at niceness N (process + autogroup)")
+    ap.add_argument("--pin", action="store_true", help="server on CPU 0, Locust on CPU 1")
     ap.add_argument("--out", default=None, help="JSON dir (default reports/bench)")
     a = ap.parse_args()
     base_level = Level(a.baseline_streams, a.tokens_per_s * a.baseline_streams / a.streams)
     level = Level(a.streams, a.tokens_per_s)
     with tempfile.TemporaryDirectory(prefix="client-accuracy-") as tmp:
-        base = run_level(base_level, Path(tmp) / "baseline", a.duration, a.warmup, nice=a.nice)
-        fig = run_level(level, Path(tmp) / "measured", a.duration, a.warmup, nice=a.nice)
+        base = run_level(base_level, Path(tmp) / "baseline", a.duration, a.warmup, nice=a.nice, pin=a.pin)
+        fig = run_level(level, Path(tmp) / "measured", a.duration, a.warmup, nice=a.nice, pin=a.pin)
     for f in (base, fig):
         f.pop("run_dir", None)
     print(f"client accuracy: {level.label} vs baseline {base_level.label} (one Locust process, error in ms)")
@@ -52,7 +54,7 @@ def main() -> int:
     ratios = {f"{key}_{p}_vs_baseline": (fig[key][p] / base[key][p] if base[key][p] else None)
               for key in ("ttft_error_ms", "itl_abs_error_ms") for p in ("p50", "p99")}
     print("  ratio vs baseline: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items() if v is not None))
-    doc = {"benchmark": "client_accuracy", **benchlib.stamp(), "nice": a.nice, "duration_s": a.duration,
+    doc = {"benchmark": "client_accuracy", **benchlib.stamp(), "nice": a.nice, "pin": a.pin, "duration_s": a.duration,
            "baseline": base, "measured": fig, "checks": checks, "ratios_vs_baseline": ratios,
            "pass": all(c["pass"] for c in checks)}
     print(f"wrote {benchlib.write('client_accuracy', doc, a.out)}")

@@ -35,7 +35,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=15.0, help="seconds per client (default 15)")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--clients", default="harness,bare,httpx")
-    ap.add_argument("--nice", type=int, default=None, help="run server and Locust under nice -n N")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="server and Locust in sessions of their own at niceness N (process + autogroup)")
+    ap.add_argument("--pin", action="store_true", help="server on CPU 0, Locust on CPU 1")
     ap.add_argument("--out", default=None, help="JSON dir (default reports/bench)")
     a = ap.parse_args()
     level = Level(a.streams, a.tokens_per_s)
@@ -45,11 +47,11 @@ def main() -> int:
         for kind in kinds:
             d = Path(tmp) / kind
             if kind == "harness":
-                fig = run_level(level, d, a.duration, a.warmup, nice=a.nice)
+                fig = run_level(level, d, a.duration, a.warmup, nice=a.nice, pin=a.pin)
             else:
                 tokens = d / "tokens.jsonl"
                 cls = {"bare": "BareUser", "httpx": "HttpxUser"}[kind]
-                fig = run_level(level, d, a.duration, a.warmup, nice=a.nice, locustfile=BARE, locust_args=(cls,),
+                fig = run_level(level, d, a.duration, a.warmup, nice=a.nice, pin=a.pin, locustfile=BARE, locust_args=(cls,),
                                 env={"BENCH_TOKENS_FILE": str(tokens)}, records_file=tokens)
             fig.pop("run_dir", None)
             figs[kind] = fig
@@ -71,7 +73,7 @@ def main() -> int:
         if "httpx_vs_bare" in ratios:
             print(f"  httpx / bare CPU per event: {ratios['httpx_vs_bare']:.2f} x (reference)")
     doc = {"benchmark": "client_cost", **benchlib.stamp(), "level": level.label, "duration_s": a.duration,
-           "nice": a.nice, "clients": figs, "ratios": ratios, "checks": checks,
+           "nice": a.nice, "pin": a.pin, "clients": figs, "ratios": ratios, "checks": checks,
            "pass": bool(checks) and all(c["pass"] for c in checks)}
     print(f"wrote {benchlib.write('client_cost', doc, a.out)}")
     return 0

@@ -39,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=float, default=2.0, metavar="S",
                    help="seconds at the start of each level left out of the join (default %(default)s)")
     p.add_argument("--nice", type=int, default=None, metavar="N",
-                   help="run server and Locust under `nice -n N` (negative N needs privileges; shields the "
-                        "measurement from other load on a shared machine)")
+                   help="run server and Locust in sessions of their own at niceness N, process and autogroup "
+                        "(negative N needs privileges; shields the measurement from other load on a shared machine)")
+    p.add_argument("--pin", action="store_true", help="server on CPU 0, Locust on CPU 1 (with >= 2 CPUs)")
     p.add_argument("--no-install", action="store_true",
                    help=f"do not copy calibration.json to where runs read it (${ENV} or the XDG cache)")
 
@@ -66,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"level {level.label}: {level.streams} streams, ITL {level.itl_ms:.2f} ms ...", flush=True)
         try:
             fig = L.run_level(level, out / f"level-{level.streams}-{level.tokens_per_s:g}",
-                              args.duration_per_level, args.warmup, nice=args.nice)
+                              args.duration_per_level, args.warmup, nice=args.nice, pin=args.pin)
         except RuntimeError as exc:
             raise CliError(str(exc)) from None
         figures.append(fig)
     settings = {"levels": [lv.label for lv in levels], "duration_per_level_s": args.duration_per_level,
                 "warmup_s": args.warmup, "ttft_ms": L.TTFT_MS, "output_tokens": L.OUTPUT_TOKENS,
-                "input_tokens": L.INPUT_TOKENS, "jitter_share": L.JITTER_SHARE, "nice": args.nice,
+                "input_tokens": L.INPUT_TOKENS, "jitter_share": L.JITTER_SHARE, "nice": args.nice, "pin": args.pin,
                 "scenario": str(L.LOCUSTFILE.name)}
     if saved is None:
         os.environ.pop(ENV, None)

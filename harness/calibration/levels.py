@@ -115,20 +115,44 @@ def _cpu_s(pid: int) -> float | None:
         return None
 
 
+def _renice(pid: int, nice: int) -> None:
+    """Niceness of ``pid`` and of its scheduler autogroup: with autogroups (common on VMs) CPU is
+    shared per session first, so a process's nice alone does not weigh against other sessions;
+    the server and Locust therefore run in sessions of their own (``setsid``). Best effort."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError:
+        pass
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError:
+        pass
+
+
+def _pin(pid: int, cpu: int) -> None:
+    try:
+        os.sched_setaffinity(pid, {cpu})
+    except (AttributeError, OSError):
+        pass
+
+
 def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, ramp_s: float = 1.0,
-              seed: int = 0, nice: int | None = None, locustfile: Path = LOCUSTFILE,
+              seed: int = 0, nice: int | None = None, pin: bool = False, locustfile: Path = LOCUSTFILE,
               locust_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
               records_file: Path | None = None) -> dict:
     """Run one level and return its figures (see :func:`level_figures`); files go to ``out_dir``.
 
-    ``nice``: run server and Locust under ``nice -n NICE`` (negative values need privileges; they
-    shield the measurement from other load on a shared machine). ``locustfile``/``locust_args``
+    ``nice``: server and Locust run in sessions of their own with this niceness for the process
+    and its autogroup (negative values need privileges; they shield the measurement from other
+    load on a shared machine). ``pin``: server on CPU 0, Locust on CPU 1 (with >= 2 CPUs).
+    ``locustfile``/``locust_args``
     (e.g. a user class name), ``env`` (added to the environment) and ``records_file`` (JSONL of
     records with at least ``request_id``, ``send_ns``, ``token_ns``; default the run dir's
     records.jsonl) let benchmarks run other clients on the same script. Raises RuntimeError when
     the server does not start or Locust writes no records.
     """
-    prefix = ["nice", "-n", str(nice)] if nice is not None else []
+    prefix = ["setsid"] if nice is not None and shutil.which("setsid") else []
+    pin = pin and (os.cpu_count() or 1) >= 2
     out_dir.mkdir(parents=True, exist_ok=True)
     trace = out_dir / "trace.jsonl"
     trace.unlink(missing_ok=True)
@@ -140,6 +164,11 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
     server = Server([*prefix, sys.executable, "-m", "harness", "serve", "--host", "127.0.0.1", "--port", str(port),
                      *server_args(level, trace, seed)], port, out_dir / "server.log")
     server.start(timeout_s=60.0)
+    assert server.proc is not None
+    if nice is not None:
+        _renice(server.proc.pid, nice)
+    if pin:
+        _pin(server.proc.pid, 0)
     cpu: dict[str, float] = {}
     proc: subprocess.Popen | None = None
     try:
@@ -147,6 +176,10 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
         with open(out_dir / "locust.log", "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                     env={**os.environ, **(env or {})})
+            if nice is not None:
+                _renice(proc.pid, nice)
+            if pin:
+                _pin(proc.pid, 1)
             # Client and server CPU over the measured part of the run (after warm-up, before the stop).
             t0 = time.monotonic()
             measured_s = max(0.5, duration_s - warmup_s - 0.5)
