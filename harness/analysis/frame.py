@@ -26,7 +26,6 @@ import os
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,8 @@ GAP_METRICS: tuple[str, ...] = tuple(name for name, d in m.METRICS.items() if d.
 #: outcome codes stored in the ``outcome`` column
 OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 _OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
+_HTTP_ERROR_CODE = _OUTCOME_CODE[Outcome.HTTP_ERROR.value]
+_OK = Outcome.OK.value
 
 _FLOAT_COLS = (*REQUEST_METRICS, "output_tokens", "token_mismatch", "output_tokens_server",
                "output_tokens_events", "output_tokens_retokenized", "input_tokens")
@@ -152,48 +153,62 @@ class _Builder:
         self.f: dict[str, array] = {name: array("d") for name in _FLOAT_COLS}
         self.i: dict[str, array] = {name: array("q") for name in _INT_COLS}
         self.gaps: dict[str, array] = {name: array("d") for name in GAP_METRICS}
-        self.gap_row = array("q")
         self.rows = 0
         self._fns = [(self.f[name].append, m.METRICS[name].fn) for name in REQUEST_METRICS]
+        f, i = self.f, self.i
+        self._appends = tuple(f[k].append for k in ("output_tokens", "token_mismatch", "output_tokens_server",
+                                                    "output_tokens_events", "output_tokens_retokenized",
+                                                    "input_tokens")) + tuple(
+            i[k].append for k in ("send_ns", "end_ns", "intended_ns", "first_token_ns", "last_token_ns", "n_events",
+                                  "ok", "slo_met", "retries", "outcome"))
+        self._ext_itl = self.gaps["itl"].extend
+        self._ext_itl_pt = self.gaps["itl_per_token"].extend
 
     def add(self, r: RequestRecord) -> None:
-        row = self.rows
         self.rows += 1
         for append, fn in self._fns:
             v = fn(r)
             append(_NAN if v is None else v)
-        f, i = self.f, self.i
-        f["output_tokens"].append(m.output_tokens(r))
+        (a_out, a_mism, a_srv, a_ev, a_ret, a_in, a_send, a_end, a_int, a_first, a_last, a_nev, a_ok, a_slo,
+         a_retries, a_outcome) = self._appends
+        a_out(m.output_tokens(r))
         mm = m.token_mismatch(r)
-        f["token_mismatch"].append(_NAN if mm is None else float(mm))
-        f["output_tokens_server"].append(_NAN if r.output_tokens_server is None else r.output_tokens_server)
-        f["output_tokens_events"].append(r.output_tokens_events)
-        f["output_tokens_retokenized"].append(
-            _NAN if r.output_tokens_retokenized is None else r.output_tokens_retokenized)
-        it = r.input_tokens_server if r.input_tokens_server is not None else r.input_tokens_client
-        f["input_tokens"].append(_NAN if it is None else it)
+        a_mism(_NAN if mm is None else float(mm))
+        v = r.output_tokens_server
+        a_srv(_NAN if v is None else v)
+        a_ev(r.output_tokens_events)
+        v = r.output_tokens_retokenized
+        a_ret(_NAN if v is None else v)
+        v = r.input_tokens_server if r.input_tokens_server is not None else r.input_tokens_client
+        a_in(_NAN if v is None else v)
         t = r.token_ns
-        i["send_ns"].append(-1 if r.send_ns is None else r.send_ns)
-        i["end_ns"].append(-1 if r.end_ns is None else r.end_ns)
-        i["intended_ns"].append(-1 if r.intended_ns is None else r.intended_ns)
-        i["first_token_ns"].append(t[0] if t else -1)
-        i["last_token_ns"].append(t[-1] if t else -1)
-        i["n_events"].append(len(t))
-        ok = r.outcome == Outcome.OK
-        i["ok"].append(ok)
-        i["slo_met"].append(self.slo.met_by(r) if self.slo is not None else ok)
-        i["retries"].append(r.retries)
-        i["outcome"].append(_OUTCOME_CODE.get(r.outcome, _OUTCOME_CODE[Outcome.HTTP_ERROR.value]))
+        v = r.send_ns
+        a_send(-1 if v is None else v)
+        v = r.end_ns
+        a_end(-1 if v is None else v)
+        v = r.intended_ns
+        a_int(-1 if v is None else v)
+        if t:
+            a_first(t[0])
+            a_last(t[-1])
+        else:
+            a_first(-1)
+            a_last(-1)
+        a_nev(len(t))
+        ok = r.outcome == _OK
+        a_ok(ok)
+        a_slo(self.slo.met_by(r) if self.slo is not None else ok)
+        a_retries(r.retries)
+        a_outcome(_OUTCOME_CODE.get(r.outcome, _HTTP_ERROR_CODE))
         if ok and len(t) > 1:
             itl = m.itl_ms(r)
-            self.gaps["itl"].extend(itl)
+            self._ext_itl(itl)
             # itl_per_token_ms equals itl_ms exactly (gap / 1) when every event carries one token;
             # only bundled events need the per-token call.
             if max(r.tokens_per_event, default=1) <= 1:
-                self.gaps["itl_per_token"].extend(itl)
+                self._ext_itl_pt(itl)
             else:
-                self.gaps["itl_per_token"].extend(m.itl_per_token_ms(r))
-            self.gap_row.extend(repeat(row, len(t) - 1))  # itl_ms gives len(token_ns) - 1 gaps
+                self._ext_itl_pt(m.itl_per_token_ms(r))
         if self.records is not None:
             self.records.append(r)
 
@@ -201,7 +216,12 @@ class _Builder:
         cols: dict[str, np.ndarray] = {k: _np(v, np.float64) for k, v in self.f.items()}
         cols.update({k: _np(v, np.int64) for k, v in self.i.items()})
         gaps = {k: _np(v, np.float64) for k, v in self.gaps.items()}
-        return cols, gaps, _np(self.gap_row, np.int64)
+        # ok requests with n token events contribute n - 1 gaps (itl_ms), in row order
+        n = cols["n_events"]
+        with_gaps = (cols["ok"] == 1) & (n > 1)
+        gap_row = np.repeat(np.flatnonzero(with_gaps), n[with_gaps] - 1)
+        assert len(gap_row) == len(gaps["itl"]), "gap count differs from itl_ms's"
+        return cols, gaps, gap_row
 
 
 def _np(a: array, dtype: type) -> np.ndarray:
