@@ -29,13 +29,15 @@ def test_short_calibrate_writes_and_installs(tmp_path: Path, serve) -> None:
     doc = json.loads((out / "calibration.json").read_text())
     assert [lv["streams"] for lv in doc["levels"]] == [4, 16]
     for lv in doc["levels"]:
-        # every client token found the server's write line of the same token
-        assert lv["joined_tokens"] > 100 and lv["join_coverage"] == 1.0, lv
+        # the client's tokens found the server's write lines of the same tokens (a token written
+        # while its client went away at the end of the level may lack its line)
+        assert lv["joined_tokens"] > 100 and lv["join_coverage"] >= 0.99, lv
         for key in ("ttft_error_ms", "itl_abs_error_ms"):
             d = lv[key]
             assert d["count"] > 0 and d["p50"] <= d["p99"] <= d["max"]
-        # loose sanity only (shared 2-core machines): a loopback token is not seconds late or early
-        assert -50 < lv["delay_ms"]["min"] and lv["delay_ms"]["max"] < 5000
+        # loose sanity only (shared 2-core machines; the server stamps after its write returned,
+        # so a descheduled server can stamp after the client read): not seconds late or early
+        assert -2000 < lv["delay_ms"]["min"] and lv["delay_ms"]["max"] < 5000
         assert lv["achieved_tokens_per_s"] > 0 and lv["within_budget"] in (True, False)
     assert doc["machine"]["cpu_count"] and doc["software"]["python"] and doc["budget_ms"] == 1.0
     assert "TTFT err" in p.stdout and "limit per worker" in p.stdout
