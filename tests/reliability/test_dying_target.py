@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import free_port
 from rel_util import HARNESS, LOCUST, ROOT, SCENARIOS, soak_disconnect
+from serverproc import free_port
 
 SIM = ["--model", "simulated", "--sim-ttft-ms", "20", "--sim-itl-ms", "10", "--sim-output-tokens", "0"]
 FAILED_DURING_OUTAGE = {"connect_error", "incomplete", "timeout"}

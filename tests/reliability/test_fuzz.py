@@ -41,7 +41,7 @@ def check_answer(status: int, content_type: str, body: bytes, what: object) -> N
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory):
-    from conftest import start_server
+    from serverproc import start_server
 
     s = start_server(["--model", "simulated", "--sim-ttft-ms", "1", "--sim-itl-ms", "0.5", "--sim-output-tokens",
                       "6", "--payload-limit", str(LIMIT), "--max-concurrent-requests", "64"],

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
 from rel_util import HARNESS, LOCUST, ROOT, SCENARIOS
+from serverproc import free_port
 
 KEY = "sk-Reliab1lity-S3cret-7f3a9c"
 
