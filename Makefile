@@ -28,6 +28,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -x --durations=15
 
+# Long reliability soak (not part of `make test`): 10k-request disconnect storm, then the real engine.
+soak: install
+	$(BIN)/python benchmarks/soak_disconnect.py --requests 10000 --json-out reports/soak_disconnect.json
+	$(BIN)/python benchmarks/soak_disconnect.py --requests 200 --model tiny --cap 8 --concurrency 12
+
 lint: install
 	$(BIN)/ruff check .
 
