@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run server and Locust in sessions of their own at niceness N, process and autogroup "
                         "(negative N needs privileges; shields the measurement from other load on a shared machine)")
     p.add_argument("--pin", action="store_true", help="server on CPU 0, Locust on CPU 1 (with >= 2 CPUs)")
+    p.add_argument("--keep-raw", action="store_true",
+                   help="keep each level's trace.jsonl and records.jsonl (tens of MB; default: deleted once joined)")
     p.add_argument("--no-install", action="store_true",
                    help=f"do not copy calibration.json to where runs read it (${ENV} or the XDG cache)")
 
@@ -66,10 +68,13 @@ def run(args: argparse.Namespace) -> int:
     for level in sorted(levels, key=lambda lv: (lv.tokens_per_s, lv.streams)):
         print(f"level {level.label}: {level.streams} streams, ITL {level.itl_ms:.2f} ms ...", flush=True)
         try:
-            fig = L.run_level(level, out / f"level-{level.streams}-{level.tokens_per_s:g}",
-                              args.duration_per_level, args.warmup, nice=args.nice, pin=args.pin)
+            level_dir = out / f"level-{level.streams}-{level.tokens_per_s:g}"
+            fig = L.run_level(level, level_dir, args.duration_per_level, args.warmup, nice=args.nice, pin=args.pin)
         except RuntimeError as exc:
             raise CliError(str(exc)) from None
+        if not args.keep_raw:
+            for raw in (level_dir / "trace.jsonl", level_dir / "run" / "records.jsonl"):
+                raw.unlink(missing_ok=True)
         figures.append(fig)
     settings = {"levels": [lv.label for lv in levels], "duration_per_level_s": args.duration_per_level,
                 "warmup_s": args.warmup, "ttft_ms": L.TTFT_MS, "output_tokens": L.OUTPUT_TOKENS,
