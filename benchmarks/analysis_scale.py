@@ -2,7 +2,9 @@
 
 Writes a synthetic run (closed loop, 256 streams, token counts uniform in [OUT_MIN, OUT_MAX], 3 %
 overloaded, 0.5 % timeouts) as records.jsonl, then times the full report (read + per-request metrics
-+ summary + plots + report.html) in a fresh process and reports its wall seconds and peak RSS.
++ summary + plots + report.html) in a fresh process and reports its wall and CPU seconds and peak RSS
+(of the largest process: the report process or one of its reader processes). The reader uses one
+process per core, so wall time scales with idle cores; CPU seconds show the work itself.
 
     python benchmarks/analysis_scale.py [--records 1000000] [--out DIR] [--json results.json]
 """
@@ -90,11 +92,15 @@ def main() -> int:
     size = write_records(run_dir / "records.jsonl", a.records)
     gen_s = time.perf_counter() - t
     print(f"wrote {a.records:,} records ({size / 1e6:,.0f} MB) in {gen_s:.1f} s")
+    load_before = os.getloadavg()[0]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "harness", "report", str(run_dir), "--out", str(work / "report")],
                           capture_output=True, text=True)
     wall = time.perf_counter() - t
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = ru.ru_maxrss
+    cpu_s = (ru.ru_utime - ru0.ru_utime) + (ru.ru_stime - ru0.ru_stime)
     if proc.returncode != 0:
         print(proc.stdout, proc.stderr, file=sys.stderr)
         return 1
@@ -103,9 +109,11 @@ def main() -> int:
         "records": a.records, "jsonl_mb": round(size / 1e6, 1), "report_s": round(wall, 2),
         "peak_rss_mb": round(peak_kb / 1024, 1), "target_s": TARGET_S, "ratio_to_target": round(wall / TARGET_S, 3),
         "mean_output_tokens": (OUT_MIN + OUT_MAX) / 2, "requests_in_summary": summary.get("requests"),
-        "cpus": os.cpu_count(), "python": sys.version.split()[0],
+        "cpu_s": round(cpu_s, 1), "cpus": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2), "python": sys.version.split()[0],
     }
-    print(f"report: {wall:.1f} s (target {TARGET_S:.0f} s, ratio {wall / TARGET_S:.2f}), "
+    print(f"report: {wall:.1f} s wall (target {TARGET_S:.0f} s, ratio {wall / TARGET_S:.2f}), "
+          f"{cpu_s:.1f} s CPU on {os.cpu_count()} cores (load average {load_before:.1f} before), "
           f"peak RSS {res['peak_rss_mb']:,.0f} MB")
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
