@@ -37,6 +37,9 @@ from harness.records import RECORDS_FILE, Outcome, RequestRecord
 REQUEST_METRICS: tuple[str, ...] = tuple(name for name, d in m.METRICS.items() if d.scope == "request")
 #: per-gap dictionary functions that give a list of floats (ms), by metric name
 GAP_METRICS: tuple[str, ...] = tuple(name for name, d in m.METRICS.items() if d.scope == "gap")
+if set(GAP_METRICS) != {"itl", "itl_per_token"}:  # pragma: no cover - guards a dictionary change
+    raise ImportError(f"harness.analysis.frame handles the gap metrics itl and itl_per_token; the dictionary "
+                      f"now has {GAP_METRICS}: teach _Builder.add the new one")
 #: outcome codes stored in the ``outcome`` column
 OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 _OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
@@ -162,6 +165,7 @@ class _Builder:
             i[k].append for k in ("send_ns", "end_ns", "intended_ns", "first_token_ns", "last_token_ns", "n_events",
                                   "ok", "slo_met", "retries", "outcome"))
         self._ext_itl = self.gaps["itl"].extend
+        self.bundled = False  #: some record bundled tokens: itl_per_token has its own array
         self._ext_itl_pt = self.gaps["itl_per_token"].extend
 
     def add(self, r: RequestRecord) -> None:
@@ -202,20 +206,27 @@ class _Builder:
         a_outcome(_OUTCOME_CODE.get(r.outcome, _HTTP_ERROR_CODE))
         if ok and len(t) > 1:
             itl = m.itl_ms(r)
-            self._ext_itl(itl)
-            # itl_per_token_ms equals itl_ms exactly (gap / 1) when every event carries one token;
-            # only bundled events need the per-token call.
+            # itl_per_token_ms equals itl_ms exactly (gap / 1) when every event carries one token:
+            # until a record bundles tokens, the per-token gaps are the itl array itself (shared).
             if max(r.tokens_per_event, default=1) <= 1:
-                self._ext_itl_pt(itl)
+                if self.bundled:
+                    self._ext_itl_pt(itl)
             else:
+                if not self.bundled:
+                    self.bundled = True
+                    self.gaps["itl_per_token"] = array("d", self.gaps["itl"])
+                    self._ext_itl_pt = self.gaps["itl_per_token"].extend
                 self._ext_itl_pt(m.itl_per_token_ms(r))
+            self._ext_itl(itl)
         if self.records is not None:
             self.records.append(r)
 
     def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
         cols: dict[str, np.ndarray] = {k: _np(v, np.float64) for k, v in self.f.items()}
         cols.update({k: _np(v, np.int64) for k, v in self.i.items()})
-        gaps = {k: _np(v, np.float64) for k, v in self.gaps.items()}
+        gaps = {k: _np(v, np.float64) for k, v in self.gaps.items() if k != "itl_per_token" or self.bundled}
+        if not self.bundled:
+            gaps["itl_per_token"] = gaps["itl"]  # the same values: one array
         # ok requests with n token events contribute n - 1 gaps (itl_ms), in row order
         n = cols["n_events"]
         with_gaps = (cols["ok"] == 1) & (n > 1)
@@ -233,7 +244,7 @@ def _finish(cols: dict[str, np.ndarray], gaps: dict[str, np.ndarray], gap_row: n
     cols["ok"] = cols["ok"].astype(bool)
     cols["slo_met"] = cols["slo_met"].astype(bool)
     cols["outcome"] = cols["outcome"].astype(np.int8)
-    if np.array_equal(gaps["itl"], gaps["itl_per_token"]):
+    if gaps["itl_per_token"] is not gaps["itl"] and np.array_equal(gaps["itl"], gaps["itl_per_token"]):
         gaps["itl_per_token"] = gaps["itl"]  # share memory (and the sort) when no event was bundled
     return RunFrame(cols, gaps, gap_row, slo, meta, records)
 
@@ -303,7 +314,9 @@ def load_frame(run_dir: str | os.PathLike[str], slo: m.Slo | None = None, worker
             futs = [ex.submit(_load_range, str(path), bounds[k], bounds[k + 1], slo) for k in range(n)]
             parts = [f.result() for f in futs]
     cols = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
-    gaps = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    gaps = {"itl": np.concatenate([p[1]["itl"] for p in parts])}
+    shared = all(p[1]["itl_per_token"] is p[1]["itl"] for p in parts)
+    gaps["itl_per_token"] = gaps["itl"] if shared else np.concatenate([p[1]["itl_per_token"] for p in parts])
     offsets = np.cumsum([0] + [len(p[0]["send_ns"]) for p in parts])
     gap_row = np.concatenate([p[2] + off for p, off in zip(parts, offsets, strict=False)])
     return _finish(cols, gaps, gap_row, slo, {"path": str(path)}, None)

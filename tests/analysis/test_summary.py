@@ -158,3 +158,15 @@ def test_partitioned_percentiles_equal_sorted(monkeypatch):
     full = dist(v)
     monkeypatch.setattr(summary_mod, "PARTITION_MIN", 10)
     assert dist(v) == full
+
+
+def test_bundled_events_get_their_own_per_token_gaps(tmp_path):
+    recs = closed_loop(6, users=1, n_tokens=4, itl_ms=10)
+    r = recs[3]
+    r.tokens_per_event = [1, 2, 1, 1]  # the second event carries two tokens
+    f = build_frame(recs)
+    assert f.gaps["itl_per_token"] is not f.gaps["itl"]
+    assert f.gaps["itl"].tolist().count(10.0) == 18
+    assert sorted(f.gaps["itl_per_token"].tolist())[0] == 5.0
+    plain = build_frame(closed_loop(6, users=1, n_tokens=4))
+    assert plain.gaps["itl_per_token"] is plain.gaps["itl"]
