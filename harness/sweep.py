@@ -296,7 +296,10 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
     rec = data["recommended"]
-    print(f"recommended cap: {rec['cap']} - {rec['reason']}")
+    if plan.caps == [None]:
+        print(f"capacity: {rec['reason']}")
+    else:
+        print(f"recommended cap: {rec['cap'] if rec['cap'] is not None else 'none'} - {rec['reason']}")
     print(f"sweep report: {plan.out / 'sweep.html'}")
     failed = [p for p in data["points"] if not p.get("complete")]
     if failed:

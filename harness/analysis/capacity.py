@@ -110,8 +110,9 @@ def recommend(table: list[CapCapacity], axis: str = "users") -> Recommendation:
               f" ({c.limiting})" for c in table if c is not best]
     beyond = (f"it {best.limiting}, so its limit lies beyond the sweep" if best.limiting.startswith("met")
               else f"the next load fails it: {best.limiting}")
-    reason = (f"cap {best.cap} sustains the most load within the SLO: {best.max_load:g} {_unit(axis)} "
-              f"with {rate_txt}; {beyond}.")
+    who = "the target" if best.cap is None else f"cap {best.cap}"
+    reason = (f"{who} sustains {'' if best.cap is None else 'the most load '}within the SLO: "
+              f"{best.max_load:g} {_unit(axis)} with {rate_txt}; {beyond}.")
     if others:
         reason += " Others: " + "; ".join(others) + "."
     return Recommendation(best.cap, best.max_load, reason)

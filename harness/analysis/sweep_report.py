@@ -142,8 +142,9 @@ def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
         f"<p class='sub'>caps: {', '.join('external' if c is None else str(c) for c in data['caps'])} · "
         f"{axis}: {', '.join(f'{x:g}' for x in data['loads'])} · SLO: {fmt(slo_txt)} · "
         f"max error rate {data['max_error_rate']:.1%}</p>",
-        f"<p class='note'><b>Recommended cap: {fmt(rec['cap']) if rec['cap'] is not None else 'none'}</b>. "
-        f"{fmt(rec['reason'])}</p>",
+        (f"<p class='note'><b>Capacity of the target</b>: {fmt(rec['reason'])}</p>" if data["caps"] == [None] else
+         f"<p class='note'><b>Recommended cap: {fmt(rec['cap']) if rec['cap'] is not None else 'none'}</b>. "
+         f"{fmt(rec['reason'])}</p>"),
         "<h2>Capacity (largest load meeting the SLO, every lower load meeting it too)</h2>",
         table(["cap", "max load", "goodput (req/s)", "output tokens/s", "limit"], cap_rows),
     ]
