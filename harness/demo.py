@@ -3,7 +3,7 @@ sweep (caps 2 and 8 x 1, 4 and 16 users) ends with the path of its HTML report.
 
     python -m harness.demo [--model smollm2|simulated|...] [--caps 2,8] [--users 1,4,16] [--duration 20]
 
-Finishes in about 5 minutes on a 2-core CPU with the default model; ``--model simulated`` in about 2.
+Finishes in about 5 minutes on a 2-core CPU with the default model; ``--model simulated`` in about 3.
 """
 
 from __future__ import annotations
