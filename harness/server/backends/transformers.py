@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 from typing import Any
 
 from harness.server.backends.base import (
@@ -36,10 +37,11 @@ class TransformersBackend(Backend):
         self.loaded: Any = None
         self.engine: Any = None
         self._healthy = True
+        self._thread: threading.Thread | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def load(self) -> None:
-        """Load, warm up and start the scheduler (blocking; ``start`` runs it in a thread)."""
+        """Load the model, warm it up and build the engine (blocking, on the engine thread)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from harness.server.engine.scheduler import Engine
         from harness.server.engine.warmup import warm_up
@@ -53,10 +55,28 @@ class TransformersBackend(Backend):
         self.dtype = lm.dtype_name
         warm_up(lm.model, lm.device, self.tokenize("Hello, warm-up prompt for the engine.") or [0])
         self.engine = Engine(lm.model, lm.tokenizer, lm.device, lm.eos_token_ids, self.policy)
-        self.engine.start()
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.load)
+        """Load, warm up and run the scheduler, all on one thread (see ``Engine.run``)."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if not ready.done():
+                ready.set_result(None) if exc is None else ready.set_exception(exc)
+
+        def engine_thread() -> None:
+            try:
+                self.load()
+            except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
+                loop.call_soon_threadsafe(settle, exc)
+                return
+            loop.call_soon_threadsafe(settle, None)
+            self.engine.run()
+
+        self._thread = threading.Thread(target=engine_thread, name="engine", daemon=True)
+        self._thread.start()
+        await ready
 
     async def shutdown(self) -> None:
         if self.engine is not None:
