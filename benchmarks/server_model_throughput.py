@@ -19,7 +19,7 @@ Raw and server measurements alternate (``--repeats`` rounds) so that load from o
 shared machine hits both alike; since interference only slows things down, each figure is the best
 of its samples (all samples are in the JSON).
 
-    python benchmarks/server_model_throughput.py [--model smollm2] [--json PATH]
+    python benchmarks/server_model_throughput.py [--model smollm2] [--repeats 3] [--out DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ import time
 from pathlib import Path
 
 import httpx
+from benchlib import check, stamp, write
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = ("Write a detailed essay about the history of computing, from the abacus and mechanical "
@@ -177,10 +179,14 @@ def main() -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3, help="alternating raw/server rounds (best of)")
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "server_model_throughput.json")
+    ap.add_argument("--out", default=None, help="output directory (default reports/bench)")
     args = ap.parse_args()
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server subprocess is stopped too
     raw = Raw(args.model, args.dtype)
+    for b in (1, 32):  # kernel warm-up (oneDNN primitives for these shapes)
+        for kind in ("dynamic", "inplace"):
+            raw.decode_tok_s(b, 4, kind)
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"server_model_throughput-{port}.log"
     proc = start_server(args.model, args.dtype, port, log)
@@ -204,7 +210,10 @@ def main() -> int:
                 samples[f"s{streams}"].append(asyncio.run(server_load(url, raw.prompt_text, streams, n)))
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     best = {k: max(v) for k, v in samples.items() if k.startswith("raw_") and k != "raw_prefill_s"}
     raw_b1 = max(best["raw_dynamic_b1"], best["raw_inplace_b1"])
     raw_b32 = max(best["raw_dynamic_b32"], best["raw_inplace_b32"])
@@ -212,8 +221,9 @@ def main() -> int:
     prefill = min(samples["raw_prefill_s"])
     ttft = min(samples["ttft_s"])
     result = {
+        **stamp(),
         "model": args.model, "dtype": raw.lm.dtype_name, "device": str(raw.lm.device),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "prompt_tokens": len(raw.ids), "new_tokens": n,
+        "cpus": f"{platform.machine()} {os.cpu_count()} cpus", "prompt_tokens": len(raw.ids), "new_tokens": n,
         "raw_prefill_s": prefill, "raw_b1_tok_s": raw_b1, "raw_b32_tok_s": raw_b32, **best,
         "server_1": srv[1], "server_16": srv[16], "server_32": srv[32], "server_ttft_unloaded_s": ttft,
         "ratio_server_raw_32": srv[32]["decode_tok_s"] / raw_b32,
@@ -222,7 +232,7 @@ def main() -> int:
     }
     s1, s16, s32 = srv[1], srv[16], srv[32]
     print(f"model {args.model} ({result['dtype']}, {result['device']}), prompt {len(raw.ids)} tokens, "
-          f"{n} new tokens, {result['machine']}, best of {args.repeats} alternating rounds")
+          f"{n} new tokens, {result['cpus']}, best of {args.repeats} alternating rounds")
     print(f"raw prefill (B=1):           {prefill * 1000:8.1f} ms")
     for b, v in ((1, raw_b1), (32, raw_b32)):
         print(f"raw decode B={b:<2}:             {v:8.1f} tok/s  (DynamicCache {best[f'raw_dynamic_b{b}']:.1f}, "
@@ -232,14 +242,14 @@ def main() -> int:
               f"{s['e2e_tok_s']:.1f} end-to-end, {s['per_stream_tok_s']:.1f}/stream, "
               f"median TTFT {s['ttft_median_s'] * 1000:.0f} ms")
     print(f"server unloaded TTFT:        {ttft * 1000:8.1f} ms")
-    print(f"ratio server/raw at 32:      {result['ratio_server_raw_32']:8.2f}  (target >= 0.8)")
-    print(f"ratio TTFT/raw prefill:      {result['ratio_ttft_raw_prefill']:8.2f}  (target <= 1.2)")
+    result["checks"] = [
+        check("server/raw decode tokens/s at 32", result["ratio_server_raw_32"], 0.8, ">=", "x"),
+        check("unloaded TTFT / raw prefill", result["ratio_ttft_raw_prefill"], 1.2, "<=", "x"),
+    ]
     print(f"peer (transformers serve):   1 stream {PEER['one_stream_tok_s']} tok/s vs ours "
           f"{s1['per_stream_tok_s']:.1f}; 16 streams {PEER['aggregate_16_tok_s']} tok/s vs ours "
           f"{s16['e2e_tok_s']:.1f}; median TTFT at 16 {PEER['median_ttft_16_s']} s vs ours {s16['ttft_median_s']:.2f} s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    print(f"wrote {write('server_model_throughput', result, args.out)}")
     return 0
 
 
