@@ -63,6 +63,7 @@ def test_backend_streams_concurrent_requests_and_cancels():
         with pytest.raises(GenerationError):
             async for _ in pending:
                 pass
+        assert not b.healthy()  # the engine thread has ended
         late = b.submit(ids, SamplingParams(max_new_tokens=2))  # after shutdown: an error, not a hang
         with pytest.raises(GenerationError):
             await late.__anext__()

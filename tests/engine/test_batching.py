@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine_driver import Driver, alone, generate_greedy
 
-from harness.server.backends.base import SamplingParams
+from harness.server.backends.base import GenerationError, SamplingParams
 from harness.server.engine.policy import Policy
 
 PROMPTS = ["Hello", "The quick brown fox", "a", "Grüße aus Köln 🎉", "x" * 40,
@@ -108,3 +108,13 @@ def test_policy_prefill_budget_and_waiting_served_ratio(tiny):
     assert len(d.engine.batch) == 4
     stats = d.engine.stats()
     assert stats.batch_size == 4 and stats.batch_max_tokens == 4 * 70
+
+
+def test_failed_prefill_ends_only_that_request(tiny, driver):
+    ok = driver.submit([5, 6, 7], SamplingParams(max_new_tokens=6))
+    driver.step(2)
+    bad = driver.submit([5, 10_000], SamplingParams(max_new_tokens=6))  # id outside the vocabulary
+    driver.step()
+    assert isinstance(driver.outputs[bad][-1], GenerationError)
+    driver.run_until_done()
+    assert driver.tokens(ok) == [o.token.id for o in alone(tiny, [5, 6, 7], SamplingParams(max_new_tokens=6))]

@@ -36,7 +36,6 @@ class TransformersBackend(Backend):
         self.policy = Policy(max_batch_size, max_batch_prefill_tokens, waiting_served_ratio, max_waiting_tokens)
         self.loaded: Any = None
         self.engine: Any = None
-        self._healthy = True
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -83,7 +82,8 @@ class TransformersBackend(Backend):
             await asyncio.to_thread(self.engine.stop)
 
     def healthy(self) -> bool:
-        return self._healthy and self.engine is not None
+        """Loaded and the engine thread is alive."""
+        return self.engine is not None and self._thread is not None and self._thread.is_alive()
 
     # ---- text -----------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:

@@ -47,7 +47,6 @@ class Engine:
         self.batch: Batch | None = None
         self._steps_since_join = 0
         self.steps = 0  #: decode steps run (for tests and logs)
-        self.failed = False
         self._stats = EngineStats()
 
     # ---- shared helpers -------------------------------------------------------------------------
