@@ -71,10 +71,24 @@ def test_backend_streams_concurrent_requests_and_cancels():
     run(main())
 
 
-def test_bad_model_fails_start():
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"model": "/nonexistent/x.gguf"}, "GGUF file not found"),
+    ({"model": "/nonexistent/dir"}, "directory not found"),
+    ({"model": "no-such-org/no-such-model"}, "never downloaded"),
+    ({"model": "tiny", "dtype": "int3"}, "unknown dtype"),
+    ({"model": "tiny", "device": "npu"}, "device"),
+])
+def test_bad_arguments_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TransformersBackend(**kwargs)
+
+
+def test_unloadable_model_fails_start(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+
     async def main():
-        b = TransformersBackend("/nonexistent/x.gguf")
-        with pytest.raises(ValueError, match="not found"):
+        b = TransformersBackend(str(tmp_path))
+        with pytest.raises(ValueError, match="cannot load model"):
             await b.start()
         assert not b.healthy()
 

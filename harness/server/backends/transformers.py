@@ -28,7 +28,9 @@ class TransformersBackend(Backend):
                  max_batch_size: int | None = None, max_batch_prefill_tokens: int = 4096,
                  waiting_served_ratio: float = 1.2, max_waiting_tokens: int = 20) -> None:
         from harness.server.engine.policy import Policy
+        from harness.server.models import preflight
 
+        preflight(model, dtype=dtype, device=device)  # ModelLoadError (a ValueError) for bad arguments
         self.model_name = model
         self.model_id = model
         self._dtype_arg = dtype

@@ -64,6 +64,42 @@ def _from_pretrained(location: str, dtype: torch.dtype, **kwargs: Any) -> tuple[
     return model, tok
 
 
+def preflight(name: str, *, dtype: str = "auto", device: str = "auto") -> None:
+    """Cheap checks of ``--model/--dtype/--device`` before any loading; ModelLoadError says what is wrong."""
+    try:
+        select_dtype(dtype, select_device(device))
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    if name in ("tiny",):
+        return
+    if name == "smollm2":
+        try:
+            smollm2.locate_gguf()
+        except FileNotFoundError as exc:
+            raise ModelLoadError(str(exc)) from None
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {name}")
+        return
+    if path.is_dir():
+        return
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelLoadError(f"model directory not found: {name}")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id
+        cached = None
+    if not isinstance(cached, str):
+        raise ModelLoadError(
+            f"model {name!r} is not 'smollm2', 'tiny', a .gguf file, a local directory or a hub id "
+            "in the local HF cache (models are never downloaded)"
+        )
+
+
 def load_model(name: str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
     """Load ``name`` (see module docstring) on ``device`` in ``dtype``; ModelLoadError on failure."""
     try:
