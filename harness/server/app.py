@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from harness.server.admission import Admission
-from harness.server.backends.base import Backend
+from harness.server.backends.base import Backend, GenerationError
 from harness.server.config import ROUTER, VERSION, ServerConfig
 from harness.server.errors import InferError, RequestRejected
 from harness.server.generation import Service
@@ -58,8 +58,23 @@ class HarnessApp(FastAPI):
     streaming responses can send body chunks without the middleware ``send`` wrappers."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, self._one_line_startup_failure(send))
+            return
         scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
+
+    def _one_line_startup_failure(self, send: Send) -> Send:
+        """Starlette reports a failed startup with the whole traceback, which uvicorn logs; a model
+        that cannot load is a user error, so its one-line reason replaces the traceback."""
+
+        async def lifespan_send(message: dict) -> None:
+            reason = getattr(self.state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and reason:
+                message = {**message, "message": reason}
+            await send(message)
+
+        return lifespan_send
 
 
 #: seconds between full collections (``HARNESS_GC_INTERVAL_S``; 0: CPython's automatic policy)
@@ -97,7 +112,11 @@ def create_app(backend: Backend, cfg: ServerConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await backend.start()
+        try:
+            await backend.start()
+        except (ValueError, OSError, GenerationError) as exc:  # ModelLoadError is a ValueError
+            app.state.startup_error = f"cannot start the model {cfg.model_id or ''}: {exc}".replace("  ", " ")
+            raise
         if not cfg.model_id or cfg.model_id in ("simulated",):
             cfg.model_id = backend.model_id or cfg.model_id
         cfg.resolve_limits(backend.max_position_embeddings)

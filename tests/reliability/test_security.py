@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 from rel_util import HARNESS, LOCUST, ROOT, SCENARIOS
 from serverproc import free_port
 
@@ -165,7 +164,19 @@ def test_bad_input_one_clear_line(tmp_path) -> None:
     assert not failures, "\n\n".join(failures)
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: the model is resolved inside uvicorn's lifespan, which "
-                   "logs a traceback before `harness serve` can print its one line")
 def test_serve_missing_model_is_one_line(tmp_path) -> None:
-    _one_line_error([*HARNESS, "serve", "--model", "/nonexistent/model/dir"], tmp_path)
+    last = _one_line_error([*HARNESS, "serve", "--model", "/nonexistent/model/dir"], tmp_path)
+    assert "/nonexistent/model/dir" in last
+
+
+def test_serve_model_that_fails_to_load_is_not_a_traceback(tmp_path) -> None:
+    """A directory that passes the pre-flight check but cannot be loaded fails inside startup."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "not a number"')
+    p = subprocess.run([*HARNESS, "serve", "--model", str(broken), "--port", str(free_port())],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out[-2000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert "broken-model" in out, out[-2000:]
