@@ -132,15 +132,24 @@ def schedule_lag_ms(r: RequestRecord) -> float | None:
     return (r.send_ns - r.intended_ns) / NS_PER_MS
 
 
-def token_mismatch(r: RequestRecord) -> bool | None:
-    """True when the server-reported output token count differs from the client's event count.
+#: finish reasons meaning "the model emitted its end-of-sequence token"
+EOS_FINISH_REASONS = frozenset({"eos_token", "stop"})
 
-    Uses the retokenized count instead of the event count when the client retokenized. None when
-    the server reported no count (nothing to compare).
+
+def token_mismatch(r: RequestRecord) -> bool | None:
+    """True when the server-reported output token count differs from the client's count.
+
+    Client count = retokenized count when the client retokenized, else the tokens carried by
+    token events. A stream that ended on EOS (finish_reason ``eos_token`` or ``stop``) may count
+    the EOS token on the server without a visible event (OpenAI routes send it as an empty delta,
+    which is not a token event), so ``server == client + 1`` is no mismatch then. None when the
+    server reported no count (nothing to compare).
     """
     if r.output_tokens_server is None:
         return None
     client = r.output_tokens_retokenized if r.output_tokens_retokenized is not None else r.output_tokens_events
+    if r.finish_reason in EOS_FINISH_REASONS and r.output_tokens_server == client + 1:
+        return False
     return client != r.output_tokens_server
 
 

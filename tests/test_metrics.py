@@ -58,6 +58,15 @@ def test_token_mismatch():
     fixed = rec(send=0, tokens=(1, 2), end=3, server=3, retok=3)
     assert m.token_mismatch(fixed) is False  # the retokenized count wins over events
     assert m.token_mismatch_rate(ALL) == pytest.approx(1 / 3)  # comparable ok requests: R1, R5, R6
+    # EOS counted by the server without a visible event (OpenAI empty delta): not a mismatch...
+    eos = rec(send=0, tokens=(1, 2), end=3, server=3)
+    eos.finish_reason = "stop"
+    assert m.token_mismatch(eos) is False
+    # ... but only for one token, and only when the stream ended on EOS
+    eos.output_tokens_server = 4
+    assert m.token_mismatch(eos) is True
+    eos.output_tokens_server, eos.finish_reason = 3, "length"
+    assert m.token_mismatch(eos) is True
 
 
 def test_run_metrics():

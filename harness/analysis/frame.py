@@ -49,7 +49,7 @@ _OK = Outcome.OK.value
 _FLOAT_COLS = (*REQUEST_METRICS, "output_tokens", "token_mismatch", "output_tokens_server",
                "output_tokens_events", "output_tokens_retokenized", "input_tokens")
 _INT_COLS = ("send_ns", "end_ns", "intended_ns", "first_token_ns", "last_token_ns", "n_events", "ok",
-             "slo_met", "retries", "outcome")
+             "slo_met", "retries", "outcome", "eos_end")
 _NAN = float("nan")
 _NO_TOKENS: tuple[int, ...] = ()
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
@@ -109,7 +109,8 @@ class RunFrame:
 class LightRecord(RequestRecord):
     """A record rebuilt from frame columns for the dictionary's run functions.
 
-    Only the fields run functions read are set (intended/send/end times, outcome, token counts; the
+    Only the fields run functions read are set (intended/send/end times, outcome, token counts,
+    whether the stream ended on EOS; the
     token lists are empty - their per-request values are already in the frame); any other field
     raises AttributeError when read, so a run function that starts to need more fails loudly instead
     of reading a default. About 3x cheaper to build than a full record.
@@ -119,7 +120,7 @@ class LightRecord(RequestRecord):
 
     def __init__(self, intended_ns: int | None, send_ns: int | None, end_ns: int | None, outcome: str,
                  output_tokens_server: int | None, output_tokens_events: int,
-                 output_tokens_retokenized: int | None) -> None:
+                 output_tokens_retokenized: int | None, eos_end: int = 0) -> None:
         self.intended_ns = intended_ns
         self.send_ns = send_ns
         self.attempt_send_ns = send_ns
@@ -128,6 +129,7 @@ class LightRecord(RequestRecord):
         self.output_tokens_server = output_tokens_server
         self.output_tokens_events = output_tokens_events
         self.output_tokens_retokenized = output_tokens_retokenized
+        self.finish_reason = "eos_token" if eos_end else None  # all that run functions ask of it
         self.token_ns = _NO_TOKENS  # type: ignore[assignment]
         self.tokens_per_event = _NO_TOKENS  # type: ignore[assignment]
 
@@ -144,7 +146,7 @@ def light_records(cols: dict[str, np.ndarray]) -> list[RequestRecord]:
     srv, ret = opt_tok(cols["output_tokens_server"]), opt_tok(cols["output_tokens_retokenized"])
     ev = cols["output_tokens_events"].astype(np.int64).tolist()
     oc = [OUTCOMES[c] for c in cols["outcome"].tolist()]
-    return list(map(LightRecord, intended, send, end, oc, srv, ev, ret))
+    return list(map(LightRecord, intended, send, end, oc, srv, ev, ret, cols["eos_end"].tolist()))
 
 
 class _Builder:
@@ -163,7 +165,7 @@ class _Builder:
                                                     "output_tokens_events", "output_tokens_retokenized",
                                                     "input_tokens")) + tuple(
             i[k].append for k in ("send_ns", "end_ns", "intended_ns", "first_token_ns", "last_token_ns", "n_events",
-                                  "ok", "slo_met", "retries", "outcome"))
+                                  "ok", "slo_met", "retries", "outcome", "eos_end"))
         self._ext_itl = self.gaps["itl"].extend
         self.bundled = False  #: some record bundled tokens: itl_per_token has its own array
         self._ext_itl_pt = self.gaps["itl_per_token"].extend
@@ -174,7 +176,8 @@ class _Builder:
             v = fn(r)
             append(_NAN if v is None else v)
         (a_out, a_mism, a_srv, a_ev, a_ret, a_in, a_send, a_end, a_int, a_first, a_last, a_nev, a_ok, a_slo,
-         a_retries, a_outcome) = self._appends
+         a_retries, a_outcome, a_eos) = self._appends
+        a_eos(r.finish_reason in m.EOS_FINISH_REASONS)
         a_out(m.output_tokens(r))
         mm = m.token_mismatch(r)
         a_mism(_NAN if mm is None else float(mm))
