@@ -11,8 +11,9 @@ What it does:
 - bodies: ``Content-Length``, ``Transfer-Encoding: chunked`` (decoded in Python; each chunk's data
   is handed over as soon as the chunk is read) and close-delimited (``read1``: whatever bytes
   have arrived, never waiting for a block to fill);
-- timeouts: ``connect_s`` for the TCP connect, ``read_s`` for every socket read (so, between
-  tokens); the caller enforces the total deadline (it may lower the socket timeout with
+- timeouts: ``connect_s`` for the TCP connect, ``read_s`` for every socket read or send (so,
+  between tokens), enforced by the process's read watchdog (harness.client.watchdog: no timer per
+  read); the caller enforces the total deadline (it may lower the read timeout with
   :meth:`Connection.set_read_timeout`);
 - stdlib ``socket`` only, so Locust's gevent monkey-patching makes it cooperative.
 
@@ -21,9 +22,13 @@ Failures raise :class:`TransportError` subclasses; the stream clients classify t
 
 from __future__ import annotations
 
+import io
 import socket
 import ssl
+import time
 from urllib.parse import urlsplit
+
+from harness.client.watchdog import Guard, GuardedSocketIO, watchdog
 
 MAX_LINE = 65536  #: longest status/header/chunk-size line accepted
 MAX_HEADERS = 200
@@ -202,6 +207,7 @@ class Connection:
         self.read_s = read_s
         self.sock: socket.socket | None = None
         self.fp = None
+        self.guard: Guard | None = None
         self._current_timeout: float | None = None
 
     # ----------------------------------------------------------------- socket lifecycle
@@ -223,15 +229,19 @@ class Connection:
         except OSError as exc:
             sock.close()
             raise ConnectError(f"TLS handshake with {self.host}:{self.port} failed: {exc}") from exc
-        sock.settimeout(self.read_s)
+        sock.settimeout(None)  # blocking; the watchdog enforces the read timeout
         self._current_timeout = self.read_s
+        self.guard = Guard(sock, self.read_s)
+        watchdog().register(self.guard)
         self.sock = sock
-        self.fp = sock.makefile("rb", buffering=65536)
+        self.fp = io.BufferedReader(GuardedSocketIO(sock, self.guard), 65536)
 
     def close(self) -> None:
         """Close the socket (the next request reconnects)."""
-        fp, sock = self.fp, self.sock
-        self.fp = self.sock = None
+        fp, sock, guard = self.fp, self.sock, self.guard
+        self.fp = self.sock = self.guard = None
+        if guard is not None:
+            watchdog().unregister(guard)
         if fp is not None:
             try:
                 fp.close()
@@ -248,9 +258,9 @@ class Connection:
         return self.sock is not None
 
     def set_read_timeout(self, seconds: float) -> None:
-        """Set the per-read socket timeout (used to enforce a total deadline)."""
-        if self.sock is not None and seconds != self._current_timeout:
-            self.sock.settimeout(max(seconds, 0.001))
+        """Set the per-read timeout (used to enforce a total deadline)."""
+        if self.guard is not None and seconds != self._current_timeout:
+            self.guard.set_timeout(max(seconds, 0.001))
             self._current_timeout = seconds
 
     # ----------------------------------------------------------------- request / response
@@ -269,14 +279,19 @@ class Connection:
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        guard = self.guard
+        assert guard is not None
+        guard.waiting_since = time.monotonic_ns()  # a send that blocks is cut like a read
         try:
             self.sock.sendall(head + body if body else head)  # type: ignore[union-attr]
-        except TimeoutError as exc:
-            self.close()
-            raise ReadTimeout("timed out while sending the request") from exc
         except OSError as exc:
+            timed_out = guard.expired or isinstance(exc, TimeoutError)
             self.close()
+            if timed_out:
+                raise ReadTimeout("timed out while sending the request") from exc
             raise ConnectionClosed(f"connection failed while sending: {exc}") from exc
+        finally:
+            guard.waiting_since = 0
         return reused
 
     def read_response(self, method: str = "POST") -> Response:
