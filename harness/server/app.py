@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -23,7 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from harness.server.admission import Admission
-from harness.server.backends.base import Backend, GenerationError
+from harness.server.backends.base import REQUEST_ARRIVAL_NS, Backend, GenerationError
 from harness.server.config import ROUTER, VERSION, ServerConfig
 from harness.server.errors import InferError, RequestRejected
 from harness.server.generation import Service
@@ -61,6 +62,7 @@ class HarnessApp(FastAPI):
         if scope["type"] == "lifespan":
             await super().__call__(scope, receive, self._one_line_startup_failure(send))
             return
+        REQUEST_ARRIVAL_NS.set(time.monotonic_ns())  # per request: each runs in its own task
         scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
 

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+#: Monotonic ns at which the HTTP layer received the request (its headers parsed), set by the app
+#: for the handling of each request. A backend that simulates timing anchors its schedule on it,
+#: so a scripted TTFT is measured from the request's arrival, as a client sees it, not from the
+#: moment routing and validation handed the request over.
+REQUEST_ARRIVAL_NS: ContextVar[int | None] = ContextVar("request_arrival_ns", default=None)
 
 
 class GenerationError(Exception):

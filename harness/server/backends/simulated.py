@@ -13,7 +13,9 @@ request seed when sampling, else with a hash of the input ids (greedy is determi
 word has a fixed logprob ``-ln(rank + 2) / 2``.
 
 Schedule (absolute; a late wake-up shortens the next wait, no cumulative drift), in ms:
-- first token at ``submit + ttft_ms + ttft_per_input_token_ms * input_len``;
+- first token at ``arrival + ttft_ms + ttft_per_input_token_ms * input_len``, where arrival is
+  when the HTTP layer received the request (:data:`~harness.server.backends.base.REQUEST_ARRIVAL_NS`;
+  the submit time when called outside a request);
 - token k+1 at ``t_k + itl_ms * (1 + batch_slowdown * (running - 1)) + U(-jitter_ms, +jitter_ms)``
   (the gap is clamped at >= 0; ``running`` = streams of this backend not finished, at that
   moment; jitter from a generator seeded by ``sim_seed`` and the request number).
@@ -44,6 +46,7 @@ import zlib
 from typing import Any
 
 from harness.server.backends.base import (
+    REQUEST_ARRIVAL_NS,
     Backend,
     EngineStats,
     GenerationError,
@@ -242,7 +245,9 @@ class SimulatedStream(GenerationStream):
         self._jitter_rng = random.Random(backend.seed * 1_000_003 + request_no)
         self._ticker = backend.ticker()
         self._queued_ns = time.monotonic_ns()
-        self._next_t = _monotonic() + backend.ttft_s + backend.ttft_per_token_s * len(input_ids)
+        arrival_ns = REQUEST_ARRIVAL_NS.get()
+        anchor = arrival_ns / 1e9 if arrival_ns is not None else _monotonic()  # same CLOCK_MONOTONIC
+        self._next_t = anchor + backend.ttft_s + backend.ttft_per_token_s * len(input_ids)
         self._n = 0
         self._text_parts: list[str] = []
         self._tail = ""
