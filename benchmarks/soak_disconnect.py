@@ -264,8 +264,9 @@ def start_server(args: list[str], log_path: Path) -> tuple[subprocess.Popen, str
 
 
 def run_soak(port: int, url: str, pid: int, *, requests: int, cap: int, concurrency: int, ttft_s: float,
-             seed: int = 0, warmup: int = 300, max_new: tuple[int, int] = (4, 40)) -> dict:
-    """Warm-up storm, RSS, the storm, idle wait, full-cap check, RSS: the figures as a dict."""
+             seed: int = 0, warmup: int = 300, max_new: tuple[int, int] = (4, 40), settle_s: float = 0.0) -> dict:
+    """Warm-up storm, RSS, the storm, idle wait, RSS, full-cap check, and after ``settle_s`` (longer than
+    the server's full-collection interval, HARNESS_GC_INTERVAL_S) RSS again: the figures as a dict."""
     warm = asyncio.run(storm(port, warmup, concurrency=concurrency, ttft_s=ttft_s, seed=seed + 1,
                              max_new=max_new)) if warmup else None
     if warmup:
@@ -276,7 +277,13 @@ def run_soak(port: int, url: str, pid: int, *, requests: int, cap: int, concurre
     rss1 = rss_kb(pid)
     cap_check = asyncio.run(full_cap(port, cap))
     _, after = wait_idle(url)
-    return {"storm": res.as_dict(), "warmup_requests": warm.requests if warm else 0,
+    rss2 = None
+    if settle_s > 0:
+        time.sleep(settle_s)
+        rss2 = rss_kb(pid)
+    return {"rss_kb_after_settle": rss2, "settle_s": settle_s,
+            "rss_growth_after_settle_kb": None if rss2 is None else rss2 - rss0,
+            "storm": res.as_dict(), "warmup_requests": warm.requests if warm else 0,
             "idle_after_s": round(idle_s, 3), "full_cap": dict(cap_check), "cap": cap,
             "rss_kb_after_warmup": rss0, "rss_kb_after_storm": rss1, "rss_growth_kb": rss1 - rss0,
             "rss_growth_per_request_b": round((rss1 - rss0) * 1024 / max(requests, 1), 1),
@@ -295,6 +302,8 @@ def main() -> int:
     ap.add_argument("--itl-ms", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--settle-s", type=float, default=35.0,
+                    help="then wait this long (> the server's 30 s full-collection interval) and read RSS again")
     a = ap.parse_args()
     if a.model == "simulated":
         args = ["--model", "simulated", "--sim-ttft-ms", str(a.ttft_ms), "--sim-itl-ms", str(a.itl_ms),
@@ -307,7 +316,7 @@ def main() -> int:
         proc, url, port = start_server([*args, "--max-concurrent-requests", str(a.cap)], Path(tmp) / "server.log")
         try:
             out = run_soak(port, url, proc.pid, requests=a.requests, cap=a.cap, concurrency=a.concurrency,
-                           ttft_s=ttft_s, seed=a.seed, max_new=max_new)
+                           ttft_s=ttft_s, seed=a.seed, max_new=max_new, settle_s=a.settle_s)
         finally:
             proc.terminate()
             code = proc.wait(30)
