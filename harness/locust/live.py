@@ -18,7 +18,6 @@ from harness.metrics import (
     PERCENTILES,
     HdrAccumulator,
     e2e_intended_ms,
-    itl_ms,
     schedule_lag_ms,
     tpot_ms,
     ttft_intended_ms,
@@ -51,8 +50,16 @@ class LiveStats:
             for name, value in (("ttft", ttft_intended_ms(r)), ("tpot", tpot_ms(r)), ("e2e", e2e_intended_ms(r))):
                 if value is not None:
                     self.hist[name].record_ms(value)
-            for gap in itl_ms(r):
-                self.hist["itl"].record_ms(gap)
+            self._record_gaps(r.token_ns)
+
+    def _record_gaps(self, t: list[int]) -> None:
+        """ITL: every gap of ``t`` (ns) in us, rounded and clamped as ``HdrAccumulator.record_ms``
+        does with :func:`harness.metrics.itl_ms`'s values, in integer arithmetic."""
+        acc = self.hist["itl"]
+        record, lo, hi = acc.h.record_value, acc.LOWEST_US, acc.HIGHEST_US
+        for prev, cur in zip(t, t[1:], strict=False):
+            us = (cur - prev + 500) // 1000
+            record(lo if us < lo else hi if us > hi else us)
 
     def take_delta(self) -> dict[str, Any]:
         """Everything since the last call, encoded for msgpack; resets this object."""

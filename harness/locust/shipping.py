@@ -30,6 +30,7 @@ KEY = "harness"
 
 def worker_payload(ctx: RunContext, final: bool) -> dict[str, Any]:
     """The worker's batch since the last one (outbox and histogram delta are taken, i.e. cleared)."""
+    ctx.drain()
     ctx.check_client_bound()
     return {"run_id": ctx.run_id, "node": ctx.node, "records": ctx.take_outbox(), "live": ctx.delta.take_delta(),
             "client_bound": list(ctx.client_bound_reasons), "final": final}

@@ -16,7 +16,7 @@ from typing import Any
 from locust import User, constant, task
 
 from harness.client import RetryPolicy, StreamClient, Timeouts, make_client
-from harness.locust import dispatcher, events
+from harness.locust import dispatcher
 from harness.locust.prompts import prompt_source
 from harness.locust.run import current
 from harness.records import Outcome, RequestRecord
@@ -76,8 +76,8 @@ class StreamingUser(User):
         return rec
 
     def _finish(self, rec: RequestRecord) -> None:
-        events.fire(self.environment, self.scenario, rec)
-        self.ctx.submit(rec)
+        """Hand the record on; its events and accounting run off this greenlet (RunContext.submit)."""
+        self.ctx.submit(rec, self.scenario)
 
     @task
     def request(self) -> None:
