@@ -158,3 +158,9 @@ class SessionUser(StreamingUser):
         rec = self.send(prompt)
         if rec.ok:
             self.session.add_reply(rec.text or "")
+
+
+# Locust's metaclass adds every base class's tasks to a subclass's own, so without this an open-loop
+# or session user would also run StreamingUser's closed-loop task, chosen at random.
+OpenLoopUser.tasks = [OpenLoopUser.request]
+SessionUser.tasks = [SessionUser.request]

@@ -20,6 +20,10 @@ def test_open_loop_rate_lag_and_drops(sim, tmp_path):
     achieved = (len(sent) - 1) / ((sent[-1] - sent[0]) / 1e9)
     assert abs(achieved - 40.0) <= 0.05 * 40.0, achieved
     assert all(r["intended_ns"] is not None and r["send_ns"] >= r["intended_ns"] for r in rows if r["send_ns"])
+    # every request came from the constant schedule (25 ms grid), none from a closed-loop task
+    first = min(r["intended_ns"] for r in rows)
+    assert all((r["intended_ns"] - first) % 25_000_000 in (0, 1) or (r["intended_ns"] - first) % 25_000_000
+               == 24_999_999 for r in rows), sorted((r["intended_ns"] - first) / 1e6 for r in rows)[:8]
     assert {r["outcome"] for r in rows} <= {"ok", "cancelled"}
     assert rate.entry("E2E")["num_requests"] == len(rows)
 
