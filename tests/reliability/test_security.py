@@ -72,7 +72,7 @@ def test_api_key_enforced_accepted_and_never_written(serve, tmp_path) -> None:
     run_dir = tmp_path / "run"
     with open(tmp_path / "locust.log", "wb") as log:
         loc = subprocess.run([LOCUST, "-f", str(SCENARIOS / "chat_stream.py"), "--host", s.url, "--headless",
-                              "-u", "2", "-r", "2", "-t", "3s", "--run-dir", str(run_dir), "--api-key", KEY,
+                              "-u", "2", "-r", "2", "-t", "3s", "--stop-timeout", "10", "--run-dir", str(run_dir), "--api-key", KEY,
                               "--output-tokens", "fixed:4", "--scrape-metrics", "--loglevel", "DEBUG",
                               "--csv", str(tmp_path / "stats"), "--html", str(tmp_path / "locust.html")],
                              stdout=log, stderr=subprocess.STDOUT, timeout=90, cwd=tmp_path)
