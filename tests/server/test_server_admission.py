@@ -62,13 +62,7 @@ def test_overloaded_then_released_after_disconnect(srv) -> None:
         assert metric_value(m, 'tgi_request_failure{err="overloaded"}') >= 4
         assert len(held) == 2
     # Both clients went away mid-stream: their permits come back and their rows leave the batch.
-    deadline = time.monotonic() + 20
-    while True:
-        m = httpx.get(srv.url + "/metrics").text
-        if metric_value(m, "tgi_batch_current_size") == 0 and metric_value(m, "tgi_queue_size") == 0:
-            break
-        assert time.monotonic() < deadline, m
-        time.sleep(0.1)
+    m = _wait_idle(srv)
     assert metric_value(m, 'tgi_request_failure{err="dropped"}') >= 2
     for _ in range(3):  # the full capacity is free again
         r = httpx.post(srv.url + "/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 2}}, timeout=60)
@@ -76,6 +70,18 @@ def test_overloaded_then_released_after_disconnect(srv) -> None:
     with ExitStack() as stack:
         held = [_open_stream(stack, srv.url) for _ in range(2)]
         assert len(held) == 2
+    _wait_idle(srv)  # the server notices the disconnects asynchronously; the next test needs the permits
+
+
+def _wait_idle(srv, timeout_s: float = 20.0) -> str:
+    """Poll /metrics until no request is queued or running; returns the last scrape."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        m = httpx.get(srv.url + "/metrics").text
+        if metric_value(m, "tgi_batch_current_size") == 0 and metric_value(m, "tgi_queue_size") == 0:
+            return m
+        assert time.monotonic() < deadline, m
+        time.sleep(0.1)
 
 
 def test_hf_client_streams(srv) -> None:
