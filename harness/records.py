@@ -12,6 +12,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -147,21 +148,33 @@ class RecordSink:
         self.close()
 
 
+def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file; blank, truncated or corrupt lines are skipped (a process
+    killed mid-write leaves a partial last line)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
 def iter_records(path: str | os.PathLike[str]) -> list[RequestRecord]:
     """Read records from a JSONL file or a run dir; a truncated or corrupt line is skipped."""
     p = Path(path)
     if p.is_dir():
         p = p / RECORDS_FILE
     out: list[RequestRecord] = []
-    with open(p, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(RequestRecord.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError):
-                continue  # a process killed mid-write leaves a partial last line
+    for obj in _json_lines(p):
+        try:
+            out.append(RequestRecord.from_dict(obj))
+        except TypeError:
+            continue
     return out
 
 
@@ -179,17 +192,7 @@ def read_records_frame(path: str | os.PathLike[str]):  # -> pandas.DataFrame
     parquet = run_dir / "records.parquet"
     if parquet.exists() and (not jsonl.exists() or parquet.stat().st_mtime >= jsonl.stat().st_mtime):
         return pd.read_parquet(parquet)
-    rows = []
-    with open(jsonl, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return pd.DataFrame.from_records(rows, columns=list(RECORD_COLUMNS))
+    return pd.DataFrame.from_records(list(_json_lines(jsonl)), columns=list(RECORD_COLUMNS))
 
 
 def write_parquet(path: str | os.PathLike[str]) -> Path:
