@@ -59,6 +59,7 @@ class RequestRecord:
     outcome: str = Outcome.OK.value
     error_text: str | None = None
     finish_reason: str | None = None
+    done_missing: bool = False  #: OpenAI: ok stream that ended after its finish_reason without [DONE]
     input_tokens_server: int | None = None
     input_tokens_client: int | None = None
     output_tokens_server: int | None = None  #: as reported by the server (details / usage)

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from harness.client.base import RetryPolicy, StreamClient, Timeouts
+from harness.client.base import REQUEST_ID_HEADER, RetryPolicy, StreamClient, Timeouts, new_request_id
 from harness.client.openai import OpenAIClient
 from harness.client.tgi import TgiClient
 
 PROTOCOLS: dict[str, type[StreamClient]] = {"tgi": TgiClient, "openai": OpenAIClient}
 
-__all__ = ["PROTOCOLS", "OpenAIClient", "RetryPolicy", "StreamClient", "TgiClient", "Timeouts", "make_client"]
+__all__ = ["PROTOCOLS", "REQUEST_ID_HEADER", "OpenAIClient", "RetryPolicy", "StreamClient", "TgiClient", "Timeouts",
+           "make_client", "new_request_id"]
 
 
 def make_client(protocol: str = "tgi", base_url: str = "http://127.0.0.1:3000", endpoint: str | None = None,
                 api_key: str | None = None, model_name: str | None = None, timeouts: Timeouts | None = None,
                 retry: RetryPolicy | None = None, max_new_tokens: int | None = None,
                 extra_body: dict | None = None,
-                retokenize: Callable[[str], Sequence[int]] | None = None) -> StreamClient:
+                retokenize: Callable[[str], Sequence[int]] | None = None,
+                request_id_header: str | None = REQUEST_ID_HEADER) -> StreamClient:
     """A stream client for ``protocol`` ("tgi" | "openai") talking to ``base_url``.
 
     ``endpoint`` defaults to ``/generate_stream`` (tgi) or ``/v1/chat/completions`` (openai);
@@ -33,11 +35,13 @@ def make_client(protocol: str = "tgi", base_url: str = "http://127.0.0.1:3000", 
     ``max_new_tokens`` is the default output budget for prompts without one; ``extra_body`` is
     merged into every request body (e.g. ``{"ignore_eos": true}`` for vLLM, or
     ``{"parameters": {...}}`` for TGI); ``retokenize`` (text -> ids) fills
-    ``output_tokens_retokenized``. Raises ValueError for an unknown protocol or a bad URL.
+    ``output_tokens_retokenized``. ``request_id_header`` names the header that carries each
+    request's UUID (``None`` or ``""``: send none). Raises ValueError for an unknown protocol or a bad URL.
     """
     try:
         cls = PROTOCOLS[protocol]
     except KeyError:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}") from None
     return cls(base_url, endpoint=endpoint, api_key=api_key, model_name=model_name, timeouts=timeouts,
-               retry=retry, max_new_tokens=max_new_tokens, extra_body=extra_body, retokenize=retokenize)
+               retry=retry, max_new_tokens=max_new_tokens, extra_body=extra_body, retokenize=retokenize,
+               request_id_header=request_id_header)

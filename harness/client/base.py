@@ -15,13 +15,15 @@ last event), at an error, or when the failure was detected.
 from __future__ import annotations
 
 import json
-import os
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from harness.client import http
 from harness.client.errors import (
+    OVERLOAD_STATUSES,
     classify_status,
     format_error,
     parse_error_body,
@@ -54,7 +56,7 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Retries of overloaded requests (429, 503, TGI ``overloaded`` error events before any token).
+    """Retries of overloaded requests (429, 503, 529, ``overloaded`` error events before any token).
 
     Back-off before retry ``k`` (1-based): ``min(max_backoff_s, max(retry_after_s,
     base_backoff_s * 2**(k-1)))``, i.e. a server's ``Retry-After`` is honoured, exponential
@@ -65,7 +67,7 @@ class RetryPolicy:
     max_retries: int = 0
     max_backoff_s: float = 10.0
     base_backoff_s: float = 0.1
-    retry_statuses: tuple[int, ...] = (429, 503)
+    retry_statuses: tuple[int, ...] = OVERLOAD_STATUSES
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.max_backoff_s < 0 or self.base_backoff_s < 0:
@@ -75,6 +77,21 @@ class RetryPolicy:
         """Back-off before retry number ``attempt`` (1-based), seconds."""
         expo = self.base_backoff_s * (2 ** (attempt - 1))
         return min(self.max_backoff_s, max(retry_after_s or 0.0, expo))
+
+
+#: the request-id header sent by default (servers log and echo it; the simulated server's
+#: ``--trace-file`` is keyed by it); ``request_id_header=None`` sends none
+REQUEST_ID_HEADER = "X-Request-Id"
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def new_request_id() -> str:
+    """A request id in UUID form (``str(uuid.uuid4())``, 36 characters).
+
+    The form every server accepts: llama.cpp's server answers 400 to an ``X-Request-Id`` that is
+    not a UUID (with or without dashes).
+    """
+    return str(uuid.uuid4())
 
 
 class _Timeout(Exception):
@@ -101,6 +118,7 @@ class StreamClient:
         max_new_tokens: int | None = None,
         extra_body: dict | None = None,
         retokenize: Callable[[str], Sequence[int]] | None = None,
+        request_id_header: str | None = REQUEST_ID_HEADER,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.endpoint = endpoint or self.default_endpoint
@@ -123,6 +141,9 @@ class StreamClient:
         if api_key:
             headers.append(("Authorization", f"Bearer {api_key}"))
         self._headers = headers
+        self.request_id_header = request_id_header or None
+        if self.request_id_header and not _HEADER_NAME.fullmatch(self.request_id_header):
+            raise ValueError(f"bad request-id header name {request_id_header!r}: letters, digits and -_ only")
 
     # ------------------------------------------------------------------ adapter hooks
 
@@ -165,7 +186,7 @@ class StreamClient:
         rec.protocol = self.protocol
         rec.target = self.target
         if not rec.request_id:
-            rec.request_id = os.urandom(8).hex()
+            rec.request_id = new_request_id()
         if prompt.input_tokens is not None:
             rec.input_tokens_client = prompt.input_tokens
         body = json.dumps(self.build_body(prompt), ensure_ascii=False).encode("utf-8")
@@ -235,6 +256,7 @@ class StreamClient:
         rec.output_tokens_server = None
         rec.input_tokens_server = None
         rec.finish_reason = None
+        rec.done_missing = False
         rec.headers_ns = None
         rec.end_ns = None
         rec.http_status = None
@@ -253,7 +275,10 @@ class StreamClient:
                 deadline = (first_send if first_send is not None else send_ns) + total_ns
                 self._limit_read(deadline, send_ns)
                 # X-Request-Id: servers echo/log it; the simulated server keys its --trace-file by it
-                reused = conn.send("POST", self.endpoint, [*self._headers, ("X-Request-Id", rec.request_id)], body)
+                headers = self._headers
+                if self.request_id_header:
+                    headers = [*headers, (self.request_id_header, rec.request_id)]
+                reused = conn.send("POST", self.endpoint, headers, body)
                 try:
                     resp = conn.read_response()
                     break
@@ -285,10 +310,11 @@ class StreamClient:
             rec.output_tokens_events = sum(rec.tokens_per_event)
             if rec.outcome != Outcome.OK:
                 self._drain(resp)
-            elif not done:
+            elif not done or (rec.done_missing and resp.body.truncated):
                 rec.outcome = Outcome.INCOMPLETE.value
                 rec.error_text = ("stream ended without its final event"
                                   + (" (connection closed mid-body)" if resp.body.truncated else ""))
+                rec.done_missing = False
                 conn.close()
             else:
                 self._drain(resp)

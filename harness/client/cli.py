@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict
 
 from harness.cli import CliError
-from harness.client import PROTOCOLS, RetryPolicy, Timeouts, make_client
+from harness.client import PROTOCOLS, REQUEST_ID_HEADER, RetryPolicy, Timeouts, make_client
 from harness.metrics import distribution, e2e_ms, itl_ms, ttfb_ms, ttft_ms
 from harness.metrics import tpot_ms as tpot
 from harness.records import RequestRecord
@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timeout between tokens, s (default: 60)")
     parser.add_argument("--retries", type=int, default=0,
                         help="retries of overloaded answers (429/503), honouring Retry-After (default: 0)")
+    parser.add_argument("--request-id-header", default=REQUEST_ID_HEADER,
+                        help=f"header that carries the request's UUID; '' sends none (default: {REQUEST_ID_HEADER})")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (record and metrics) instead of the streamed text")
 
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         timeouts = Timeouts(args.connect_timeout, args.read_timeout, args.timeout)
         client = make_client(args.protocol, _base_url(args.host), endpoint=args.endpoint, api_key=args.api_key,
                              model_name=args.model_name, timeouts=timeouts,
-                             retry=RetryPolicy(max_retries=args.retries), max_new_tokens=args.max_new_tokens)
+                             retry=RetryPolicy(max_retries=args.retries), max_new_tokens=args.max_new_tokens,
+                             request_id_header=args.request_id_header)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     prompt = Prompt(text=args.prompt, input_tokens=count_tokens(args.prompt))

@@ -2,15 +2,15 @@
 
 Rules (one place, shared by both protocols):
 
-- HTTP status, non-2xx: 429 -> ``overloaded``; 503 -> ``overloaded`` only when the body says so
-  (``error_type``/``type``/``code`` "overloaded", or "overloaded" in the message), else
-  ``http_error``; 422 -> ``validation``; 424 -> ``generation``; anything else -> ``http_error``.
-  An explicit TGI ``error_type`` in the body wins over the status for 4xx/5xx codes other than 429.
+- HTTP status, non-2xx: 429, 503 and 529 -> ``overloaded`` (the server refuses work now, with or
+  without ``Retry-After``); 400 and 422 -> ``validation`` (OpenAI-compatible servers answer a bad
+  request with 400, TGI with 422); 424 -> ``generation``; anything else -> ``http_error``. An
+  explicit TGI ``error_type`` in the body wins over the status for codes other than 429/503/529.
 - Error events inside a 200 stream (TGI ``{"error","error_type"}``, OpenAI
   ``{"error":{"message","type"|"code"|"http_status_code"}}``): ``overloaded``, ``validation``,
   ``generation`` by type; ``incomplete_generation`` and ``incomplete_generation_stream`` ->
   ``incomplete``; otherwise "overloaded" in the message -> ``overloaded`` (TGI's OpenAI routes send
-  every error with a hard-coded 422), an embedded 429 -> ``overloaded``, 422 -> ``validation``,
+  every error with a hard-coded 422), an embedded 429/503/529 -> ``overloaded``, 400/422 -> ``validation``,
   anything else -> ``generation``.
 """
 
@@ -33,14 +33,21 @@ _TYPE_MAP = {
     "tool_error": Outcome.VALIDATION,
 }
 
+#: statuses by which servers refuse work for now: 429 Too Many Requests, 503 Service Unavailable
+#: (vLLM, llama.cpp while busy or loading, proxies), 529 (overloaded, Anthropic-style gateways)
+OVERLOAD_STATUSES = (429, 503, 529)
+
 MAX_ERROR_TEXT = 500  #: error texts in records are cut to this many characters
 
 
 def parse_error_payload(obj: object) -> tuple[str | None, str, int | None]:
     """``(error_type, message, embedded_status)`` from a decoded JSON error object.
 
-    Accepts TGI ``{"error": str, "error_type": str}``, OpenAI ``{"error": {"message", "type",
-    "code", "http_status_code"}}``, FastAPI ``{"detail": ...}`` and ``{"message": str}``.
+    Accepts TGI ``{"error": str, "error_type": str}``; OpenAI-style ``{"error": {"message", "type",
+    "code", "http_status_code"}}`` (OpenAI, vLLM >= 0.9, llama.cpp, Ollama's OpenAI mode, TGI's
+    newer routes; ``code`` is an int status or a string type); the flat ``{"object": "error",
+    "message", "type", "code"}`` of older vLLM and SGLang; FastAPI ``{"detail": ...}``; a plain
+    ``{"message": str}``. The embedded status is an int ``code``/``http_status_code``, else None.
     """
     if isinstance(obj, list) and obj:
         obj = obj[0]
@@ -62,7 +69,12 @@ def parse_error_payload(obj: object) -> tuple[str | None, str, int | None]:
     if "detail" in obj:
         return None, str(obj["detail"]), None
     if "message" in obj:
-        return obj.get("type"), str(obj["message"]), None
+        code = obj.get("code")
+        etype = obj.get("type")
+        if etype is None and isinstance(code, str):
+            etype = code
+        return (str(etype) if etype is not None else None), str(obj["message"]), (
+            code if isinstance(code, int) else None)
     return None, json.dumps(obj)[:MAX_ERROR_TEXT], None
 
 
@@ -75,19 +87,13 @@ def parse_error_body(body: bytes) -> tuple[str | None, str, int | None]:
     return parse_error_payload(obj)
 
 
-def _says_overloaded(error_type: str | None, message: str) -> bool:
-    return (error_type or "").lower() == "overloaded" or "overloaded" in message.lower()
-
-
 def classify_status(status: int, error_type: str | None, message: str) -> str:
     """Outcome class of a non-2xx HTTP response (see the module docstring)."""
-    if status == 429:
+    if status in OVERLOAD_STATUSES:
         return Outcome.OVERLOADED.value
-    if status == 503:
-        return Outcome.OVERLOADED.value if _says_overloaded(error_type, message) else Outcome.HTTP_ERROR.value
     if error_type and error_type.lower() in _TYPE_MAP:
         return _TYPE_MAP[error_type.lower()].value
-    if status == 422:
+    if status in (400, 422):
         return Outcome.VALIDATION.value
     if status == 424:
         return Outcome.GENERATION.value
@@ -98,9 +104,9 @@ def classify_event(error_type: str | None, message: str, status: int | None = No
     """Outcome class of an error event received inside a 200 stream."""
     if error_type and error_type.lower() in _TYPE_MAP:
         return _TYPE_MAP[error_type.lower()].value
-    if "overloaded" in message.lower() or status == 429 or status == 503:
+    if "overloaded" in message.lower() or status in OVERLOAD_STATUSES:
         return Outcome.OVERLOADED.value
-    if status == 422:
+    if status in (400, 422):
         return Outcome.VALIDATION.value
     return Outcome.GENERATION.value
 

@@ -10,8 +10,13 @@ in ``record.reasoning_events``), ``delta.tool_calls`` argument fragments, or ``t
 completions. Role-only and empty deltas are not token events. Tokens per event: the length of
 ``logprobs.content`` (chat) or ``logprobs.tokens`` (completions) when the server sends them, else
 1. ``usage`` (an extra ``choices: []`` chunk or on the last chunk) -> ``output_tokens_server`` /
-``input_tokens_server``; the last non-empty ``finish_reason`` -> ``finish_reason``. ``data: [DONE]``
-is required for ok. An error object mid-stream (``{"error": {...}}`` or TGI's older
+``input_tokens_server``; the last non-empty ``finish_reason`` -> ``finish_reason``.
+
+End of stream: ``data: [DONE]`` ends it ok (with or without a ``finish_reason`` before it). A body
+that ends cleanly after a chunk with a ``finish_reason`` but without ``[DONE]`` is also ok, flagged
+``done_missing`` (``transformers serve`` ends its streams so); ``end_ns`` is then the last event's
+arrival. A body that ends with neither is ``incomplete``, as is one cut mid-body (connection closed
+before the chunked terminator). An error object mid-stream (``{"error": {...}}`` or TGI's older
 ``{"error","error_type"}``) classifies the request and it is never ok, even when [DONE] follows.
 """
 
@@ -62,6 +67,7 @@ class OpenAIClient(StreamClient):
         token_ns = rec.token_ns
         per_event = rec.tokens_per_event
         failed = False
+        t = 0
         for t, data, event in events:
             if data == b"[DONE]" or data.strip() == b"[DONE]":
                 if not failed:
@@ -118,4 +124,8 @@ class OpenAIClient(StreamClient):
                 rec.error_text = format_error(None, etype, msg)
                 rec.end_ns = t
                 failed = True
+        if rec.finish_reason is not None and not failed:
+            rec.done_missing = True
+            rec.end_ns = t
+            return True
         return False

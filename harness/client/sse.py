@@ -12,8 +12,9 @@ per dispatched event:
   read boundary: a multibyte character split between two reads is simply joined first;
 - ``event`` is the ``event:`` field's value (bytes) or ``None``.
 
-Framing handled: ``\\n`` and ``\\r\\n`` line ends, also split across reads (a lone ``\\r`` as line
-end is not supported; no LLM server sends it), ``data:`` with or without the space after the
+Framing handled: ``\\n``, ``\\r\\n`` and bare ``\\r`` line ends (all three are SSE line ends), also
+split across reads (a ``\\r`` that ends a read ends its line at once; a ``\\n`` starting the next
+read is then its ``\\r\\n`` partner and skipped), ``data:`` with or without the space after the
 colon, comment lines (``:`` keep-alives) ignored, ``id:``/``retry:``/unknown fields ignored, an
 event dispatched on its blank line. A last line without ``\\n`` (the connection ended mid-line)
 and an event without its blank line at the end of the body are discarded, as the SSE spec says:
@@ -48,6 +49,7 @@ def iter_events(read: Callable[[], bytes], clock: Callable[[], int] = time.monot
     event: bytes | None = None
     t_ev = 0
     pending = b""
+    skip_lf = False  # the last piece ended in "\r": a "\n" starting the next one belongs to it
     while True:
         piece = read()
         if not piece:
@@ -55,10 +57,17 @@ def iter_events(read: Callable[[], bytes], clock: Callable[[], int] = time.monot
         t = clock()
         if t >= check_at_ns and check is not None:
             check_at_ns = check(t)
+        if skip_lf:
+            skip_lf = False
+            if piece[0] == 10:
+                piece = piece[1:]
+                if not piece:
+                    continue
         if pending:
             piece = pending + piece
         if b"\r" in piece:
-            piece = piece.replace(b"\r\n", b"\n")
+            skip_lf = piece[-1] == 13
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = piece.split(b"\n")
         pending = lines.pop()
         for line in lines:

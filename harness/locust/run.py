@@ -9,7 +9,6 @@ every ``test_start``. Its role follows Locust's runner:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import uuid
 from collections import deque
@@ -19,6 +18,7 @@ from typing import Any
 
 import gevent
 
+from harness.client import new_request_id
 from harness.locust import events
 from harness.locust.client_bound import ClientBoundMonitor
 from harness.locust.live import LiveStats
@@ -72,7 +72,7 @@ class RunContext:
         self.active = False
         self.finalized = False
         self.tests = 0
-        self._seq = itertools.count()
+
         self.schedule: Any = None  #: open loop: this process's shared arrival schedule
         self._pending: deque[tuple[RequestRecord, str | None]] = deque()
         self._drainer: Any = None
@@ -92,7 +92,7 @@ class RunContext:
         self.meta = {}
         self.finalized = False
         self.schedule = None
-        self._seq = itertools.count()
+
         if self.role != "worker":
             self.run_dir = self._choose_run_dir()
             self.sink = RecordSink(self.run_dir, flush_interval_s=1.0)
@@ -114,8 +114,8 @@ class RunContext:
     # ----------------------------------------------------------------- records
 
     def next_request_id(self) -> str:
-        """Unique within the run: ``<node>-<sequence>``."""
-        return f"{self.node}-{next(self._seq)}"
+        """A UUID (the form every server accepts in ``X-Request-Id``; see :func:`new_request_id`)."""
+        return new_request_id()
 
     def stamp(self, rec: RequestRecord, scenario: str, user: str) -> RequestRecord:
         """Fill the identity fields of a new record."""

@@ -63,7 +63,9 @@ def test_pieces_with_arbitrary_boundaries_crlf_split_and_shared_stamps():
     clock = itertools.count(1).__next__
     evs = list(iter_events(lambda: next(it, b""), clock=clock))
     assert [e[1] for e in evs] == ['{"t":"中"}'.encode(), b"b", b"c"]
-    assert [e[0] for e in evs] == [3, 3, 3]  # the first event completed in piece 3; b and c arrived with it
+    # the first data line ended with the CR of piece 2 (a CR alone is an SSE line end; the LF that
+    # starts piece 3 is its partner); b and c arrived with piece 3
+    assert [e[0] for e in evs] == [2, 3, 3]
 
 
 def test_check_is_called_per_piece_after_check_time():

@@ -142,7 +142,8 @@ def test_429_json_body_on_sse_route(server):
 
 @pytest.mark.parametrize(("status", "body", "outcome"), [
     (503, {"error": "Model is overloaded", "error_type": "overloaded"}, Outcome.OVERLOADED),
-    (503, {"error": "unhealthy", "error_type": "healthcheck"}, Outcome.HTTP_ERROR),
+    # a 503 refuses work for now whatever its body says (vLLM, llama.cpp while loading, proxies)
+    (503, {"error": "unhealthy", "error_type": "healthcheck"}, Outcome.OVERLOADED),
     (422, {"error": "Input validation error: bad", "error_type": "validation"}, Outcome.VALIDATION),
     (424, {"error": "Request failed during generation: x", "error_type": "generation"}, Outcome.GENERATION),
     (401, {"error": {"message": "invalid key", "type": "auth"}}, Outcome.HTTP_ERROR),
