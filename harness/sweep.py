@@ -8,7 +8,10 @@ subprocess into its own run dir (kept), is analysed like ``harness report`` (ste
 least ``--warmup`` seconds cut) and gets a ``point.json`` completion marker; a rerun of the same
 sweep skips completed points (resume). At the end ``sweep.json`` and ``sweep.html`` hold the
 percentiles, throughput, overload rate and goodput vs load per cap, the capacity table and the
-recommended cap (harness.analysis.capacity).
+recommended cap (harness.analysis.capacity). Closed-loop users back off after failed or refused
+requests (``--failure-backoff`` of the scenario, default 0.1,5 s), so users above a cap show the overload
+without flooding the server; a point whose attempts mostly failed for another reason than overload is
+reported as inconclusive, never as a capacity figure, and is printed first.
 """
 
 from __future__ import annotations
@@ -295,6 +298,10 @@ def run(args: argparse.Namespace) -> int:
         data = run_sweep(args, plan)
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
+    from harness.analysis.sweep_report import failure_lines
+
+    for line in failure_lines(data):  # before any figure: points whose failures dominate
+        print(f"failures: {line}")
     rec = data["recommended"]
     if plan.caps == [None]:
         print(f"capacity: {rec['reason']}")

@@ -7,6 +7,13 @@ requests the harness cancelled at the end of the point, over attempted requests)
 look fast. A cap *sustains* load L when the point at L and every point below it meet the SLO; its
 capacity is the largest such L (None when even the lowest load fails).
 
+A point whose attempts mostly failed for another reason than overload (connect errors, 4xx, 5xx,
+timeouts, broken streams: :func:`harness.analysis.failures.failure_verdict` calls it
+*inconclusive*) is no capacity figure at all: its figures describe the failures. The cap's search
+stops there with ``limiting`` = ``inconclusive: failures ...`` (the loads below it still count), and
+the recommendation says the sweep is inconclusive instead of "no cap met the SLO". Overloaded
+answers to a load above the cap remain what they are, a capacity signal (the error-rate check).
+
 Recommended cap: the one with the largest capacity; ties go to the higher goodput (or output tokens/s
 without an SLO) at that load, then to the smaller cap (less memory, less queueing).
 """
@@ -14,6 +21,8 @@ without an SLO) at that load, then to the smaller cap (less memory, less queuein
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+from harness.analysis.failures import failure_verdict
 
 DEFAULT_MAX_ERROR_RATE = 0.01
 
@@ -30,6 +39,7 @@ class Point:
 class Check:
     point_ok: bool
     failures: list[str] = field(default_factory=list)
+    inconclusive: bool = False  #: failures other than overload dominate: not a capacity figure
 
 
 @dataclass
@@ -39,6 +49,7 @@ class CapCapacity:
     goodput: float | None
     output_tokens_per_s: float | None
     limiting: str  #: why the next load failed, or why it is unbounded within the sweep
+    inconclusive: bool = False  #: the search stopped at a point whose failures were no capacity signal
 
 
 @dataclass
@@ -48,8 +59,21 @@ class Recommendation:
     reason: str
 
 
+def point_failures(summary: dict) -> dict:
+    """The failure verdict of a point's summary (``summary["failures"]``, or the rule applied to its
+    outcome counts for a summary written before it existed)."""
+    return summary.get("failures") or failure_verdict(summary.get("outcomes") or {}).as_dict()
+
+
 def check_point(summary: dict, slo: dict[str, tuple[str, float]], max_error_rate: float) -> Check:
-    """Does one point meet the SLO? ``slo`` maps metric -> (summary key, bound in ms)."""
+    """Does one point meet the SLO? ``slo`` maps metric -> (summary key, bound in ms).
+
+    A point whose non-overload failures dominate is not checked against the SLO: it is
+    ``inconclusive`` (module docstring).
+    """
+    verdict = point_failures(summary)
+    if verdict.get("inconclusive"):
+        return Check(False, [f"inconclusive: failures: {verdict.get('headline')}"], inconclusive=True)
     failures = []
     for key, bound in slo.values():
         v = summary.get(key)
@@ -80,15 +104,20 @@ def capacity(points: list[Point], slo: dict[str, tuple[str, float]], axis: str =
         pts = sorted((p for p in points if p.cap == cap), key=lambda p: p.load)
         best: Point | None = None
         limiting = f"met the SLO at every load swept (up to {pts[-1].load:g} {_unit(axis)})" if pts else "no points"
+        inconclusive = False
         for p in pts:
             c = check_point(p.summary, slo, max_error_rate)
+            if c.inconclusive:
+                inconclusive = True
+                limiting = f"inconclusive at {p.load:g} {_unit(axis)}: " + point_failures(p.summary)["headline"]
+                break
             if not c.point_ok:
                 limiting = f"at {p.load:g} {_unit(axis)}: " + "; ".join(c.failures)
                 break
             best = p
         out.append(CapCapacity(cap, best.load if best else None,
                                best.summary.get("goodput") if best else None,
-                               best.summary.get("output_tokens_per_s") if best else None, limiting))
+                               best.summary.get("output_tokens_per_s") if best else None, limiting, inconclusive))
     return out
 
 
@@ -97,6 +126,9 @@ def recommend(table: list[CapCapacity], axis: str = "users") -> Recommendation:
     ok = [c for c in table if c.max_load is not None]
     if not ok:
         worst = "; ".join(f"cap {c.cap}: {c.limiting}" for c in table)
+        if any(c.inconclusive for c in table):
+            return Recommendation(None, None, f"inconclusive: failures, not the server's capacity, decided the "
+                                              f"sweep ({worst})")
         return Recommendation(None, None, f"no cap met the SLO even at the lowest load ({worst})")
 
     def key(c: CapCapacity) -> tuple:
@@ -108,8 +140,12 @@ def recommend(table: list[CapCapacity], axis: str = "users") -> Recommendation:
                 else f"{best.output_tokens_per_s or 0:.1f} output tokens/s")
     others = [f"cap {c.cap} sustains {'nothing' if c.max_load is None else f'{c.max_load:g} {_unit(axis)}'}"
               f" ({c.limiting})" for c in table if c is not best]
-    beyond = (f"it {best.limiting}, so its limit lies beyond the sweep" if best.limiting.startswith("met")
-              else f"the next load fails it: {best.limiting}")
+    if best.limiting.startswith("met"):
+        beyond = f"it {best.limiting}, so its limit lies beyond the sweep"
+    elif best.inconclusive:
+        beyond = f"above that the sweep is {best.limiting}, so its limit is unknown"
+    else:
+        beyond = f"the next load fails it: {best.limiting}"
     who = "the target" if best.cap is None else f"cap {best.cap}"
     reason = (f"{who} sustains {'' if best.cap is None else 'the most load '}within the SLO: "
               f"{best.max_load:g} {_unit(axis)} with {rate_txt}; {beyond}.")

@@ -1,7 +1,8 @@
 """report.html: one self-contained file (images inlined as base64 PNG, inline CSS, no scripts).
 
-Order: headline numbers, latency table, outcomes, plots, then the definitions appendix taken from the
-metric dictionary (:data:`harness.metrics.METRICS`).
+Order: the failure headline (when failures dominate, :mod:`harness.analysis.failures`), headline
+numbers, latency table, outcomes and failure causes, plots, then the definitions appendix taken from
+the metric dictionary (:data:`harness.metrics.METRICS`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .note{background:#f8f8e8;border-left:4px solid #cc9;padding:.5em 1em}
 .bad{color:#b00} .good{color:#070}
+.fail{background:#fbeaea;border-left:4px solid #b00;padding:.6em 1em;font-weight:600}
 """
 
 
@@ -99,6 +101,20 @@ def client_bound_note(meta: dict) -> str:
             f"generator was saturated or above its calibrated limit, so timings are not trustworthy ({escape(reasons)}).</p>")
 
 
+def failure_note(summary: dict) -> str:
+    """The failure headline as the page's first statement, when failures dominate; else ''."""
+    head = (summary.get("failures") or {}).get("headline")
+    return f"<p class='fail'>{escape(head)}</p>" if head else ""
+
+
+def failure_table(summary: dict) -> str:
+    """Most common failure causes (key, requests), when there were failures."""
+    top = (summary.get("failures") or {}).get("top") or []
+    if not top:
+        return ""
+    return "<h3>Failure causes</h3>" + table(["cause", "requests"], [[escape(c["key"]), fmt(c["count"])] for c in top])
+
+
 def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[tuple[str, Path]],
                   meta: dict, window_note: str) -> str:
     """The whole report page."""
@@ -111,7 +127,9 @@ def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[
     tok = summary.get("tokens") or {}
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1><p class='sub'>{sub}</p>",
+        f"<h1>{escape(title)}</h1>",
+        failure_note(summary),
+        f"<p class='sub'>{sub}</p>",
         client_bound_note(meta),
         f"<p class='note'>Headline numbers cover the steady window: {escape(window_note)}. "
         f"{fmt(summary.get('requests'))} requests in it, {fmt(summary.get('ok'))} ok; "
@@ -121,6 +139,9 @@ def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[
         "<h2>Outcomes</h2>",
         table(["outcome", "steady window", "whole run"],
               [[k, fmt(summary.get("outcomes", {}).get(k, 0)), fmt(v)] for k, v in full_outcomes.items()]),
+        failure_table(summary),
+        (f"<p>Streams without [DONE] (ok, ended after their finish_reason): {fmt(summary.get('done_missing'))}</p>"
+         if summary.get("done_missing") else ""),
         "<h2>Token accounting (ok requests, steady window)</h2>",
         table(["quantity", "tokens"], [[escape(k), fmt(v)] for k, v in tok.items()]),
         "<h2>Plots</h2>",

@@ -3,8 +3,10 @@
 Keys follow the dictionary's convention ``<metric>_<stat>_<unit>`` (``ttft_p95_ms``, ``itl_p99_ms``,
 ``output_tokens_p50_tokens``) plus the run metrics under their own names (``output_tokens_per_s``,
 ``request_throughput``, ``goodput``, ``overload_rate``, ``error_rate``, ``drops``,
-``token_mismatch_rate``). Latency distributions cover ok requests only; failures are counted under
-``outcomes``. Every value comes from a :mod:`harness.metrics` function: per-request values from the
+``token_mismatch_rate``, ``failed_share``, ``done_missing``). Latency distributions cover ok requests
+only; failures are counted under ``outcomes`` and their causes under ``failures`` (the rule of
+:mod:`harness.analysis.failures`: when failures dominate, ``failures.headline`` is summary.md's
+first line). Every value comes from a :mod:`harness.metrics` function: per-request values from the
 frame (one dictionary call per record), run values from the dictionary's run functions.
 """
 
@@ -18,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from harness import metrics as m
-from harness.analysis.frame import GAP_METRICS, OUTCOMES, REQUEST_METRICS, RunFrame, build_frame
+from harness.analysis.failures import cause_counts, failure_verdict, scan_file
+from harness.analysis.frame import GAP_METRICS, OUTCOMES, REQUEST_METRICS, LightRecord, RunFrame, build_frame
 from harness.analysis.steady import SteadyWindow, detect
 from harness.records import RequestRecord
 
@@ -102,6 +105,7 @@ RUN_FUNCTIONS: dict[str, Callable[[Sequence[RequestRecord], float, list[RequestR
     "requests": lambda recs, w, met: len(recs),
     "attempted": lambda recs, w, met: m.attempted(recs),
     "ok": lambda recs, w, met: sum(1 for r in recs if r.ok),
+    "failed_share": lambda recs, w, met: failure_verdict(m.outcome_counts(recs)).failed_share,
     "measurement_window_s": lambda recs, w, met: w,
 }
 
@@ -161,10 +165,36 @@ def summarize_frame(frame: RunFrame, slo: m.Slo | None = None,
         "compared": int((~np.isnan(mism)).sum()),
         "mismatched": int(np.nansum(mism)),
     }
+    causes, done_missing = failure_facts(sub, steady_window)
+    verdict = failure_verdict(out["outcomes"], causes)
+    out["failures"] = verdict.as_dict()
+    out["failed_share"] = verdict.failed_share
+    out["done_missing"] = done_missing
     out["slo"] = _slo_dict(slo)
     out["steady_window"] = None if steady_window is None else {
         "start_ns": int(steady_window[0]), "end_ns": int(steady_window[1])}
     return out
+
+
+def failure_facts(frame: RunFrame, steady_window: tuple[int, int] | None = None) -> tuple[dict[str, int], int]:
+    """(failure-key counts, ok streams that ended without ``[DONE]``) of the frame's requests.
+
+    From the records when the frame keeps them; a frame read from a file keeps no error texts, so
+    its file is scanned for the failed records sent inside ``steady_window``
+    (:func:`harness.analysis.failures.scan_file`).
+    """
+    cols = frame.cols
+    recs = frame.records if len(frame) else []
+    if recs and not isinstance(recs[0], LightRecord):
+        causes: dict[str, int] = cause_counts(recs)
+        done_missing = sum(1 for r in recs if r.ok and getattr(r, "done_missing", False))
+    elif frame.meta.get("path") and Path(frame.meta["path"]).exists():
+        causes, done_missing = scan_file(frame.meta["path"], steady_window)
+    else:
+        causes, done_missing = {}, 0
+    if "done_missing" in cols:  # a frame column, when the frame has one, is exact for this subset
+        done_missing = int(np.asarray(cols["done_missing"])[cols["ok"]].astype(bool).sum())
+    return causes, done_missing
 
 
 def analyse(frame: RunFrame, slo: m.Slo | None, steady: bool = True,
@@ -273,8 +303,11 @@ def _fmt(v: object) -> str:
 
 
 def to_markdown(summary: dict, title: str = "Run summary") -> str:
-    """summary.md: headline table, latency table, outcomes, token accounting."""
-    lines = [f"# {title}", ""]
+    """summary.md: the failure headline (first line, when failures dominate), headline table, latency
+    table, outcomes, failure causes, token accounting."""
+    head = (summary.get("failures") or {}).get("headline")
+    lines = [f"**{head}**", ""] if head else []
+    lines += [f"# {title}", ""]
     sw = summary.get("steady_window_info") or {}
     if sw:
         lines += [f"Steady window: {sw.get('reason', '')} ({_fmt(sw.get('duration_s'))} s).", ""]
@@ -282,8 +315,10 @@ def to_markdown(summary: dict, title: str = "Run summary") -> str:
     for k, unit in (("request_throughput", "requests/s"), ("output_tokens_per_s", "tokens/s"),
                     ("goodput", "requests/s"), ("overload_rate", "fraction"), ("error_rate", "fraction"),
                     ("drops", "requests"), ("token_mismatch_rate", "fraction"),
-                    ("measurement_window_s", "s")):
+                    ("failed_share", "fraction"), ("measurement_window_s", "s")):
         lines.append(f"| {k} ({unit}) | {_fmt(summary.get(k))} |")
+    if summary.get("done_missing"):
+        lines.append(f"| streams without [DONE] (requests) | {summary['done_missing']} |")
     lines += ["", "| latency (ms) | count | mean | p50 | p90 | p95 | p99 | p99.9 | max |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name in (*REQUEST_METRICS, *GAP_METRICS):
@@ -294,6 +329,10 @@ def to_markdown(summary: dict, title: str = "Run summary") -> str:
     lines += ["", "| outcome | requests |", "|---|---|"]
     for k, v in summary.get("outcomes", {}).items():
         lines.append(f"| {k} | {v} |")
+    top = (summary.get("failures") or {}).get("top") or []
+    if top:
+        lines += ["", "| failure cause | requests |", "|---|---|"]
+        lines += [f"| {c['key'].replace('|', '/')} | {c['count']} |" for c in top]
     lines += ["", "| tokens | value |", "|---|---|"]
     for k, v in (summary.get("tokens") or {}).items():
         lines.append(f"| {k} | {v} |")
@@ -320,7 +359,7 @@ def _json_default(o: object) -> object:
 
 RUN_KEYS: tuple[str, ...] = ("measurement_window_s", "output_tokens_per_s", "request_throughput", "goodput",
                              "overload_rate", "error_rate", "drops", "token_mismatch_rate",
-                             "requests", "attempted", "ok")
+                             "requests", "attempted", "ok", "failed_share", "done_missing")
 #: higher values are better for these keys (everything else: lower is better)
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"output_tokens_per_s", "request_throughput", "goodput", "ok"})
 

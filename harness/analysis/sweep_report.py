@@ -1,5 +1,9 @@
 """sweep.json and sweep.html: per cap, percentiles / throughput / overload rate / goodput vs load,
-the capacity table and the recommended cap (harness.analysis.capacity)."""
+the capacity table and the recommended cap (harness.analysis.capacity).
+
+Points whose failures dominate (harness.analysis.failures) say so: each point's ``failures`` in
+sweep.json, a "failures" column, and, when any point is inconclusive, sweep.html's first statement
+and :func:`failure_lines` (printed first by ``harness sweep``)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from harness.analysis.capacity import Point, as_dicts, capacity, check_point, recommend  # noqa: E402
+from harness.analysis.capacity import (  # noqa: E402
+    Point,
+    as_dicts,
+    capacity,
+    check_point,
+    point_failures,
+    recommend,
+)
 from harness.analysis.html import CSS, fmt, img_tag, table  # noqa: E402
 from harness.analysis.summary import slo_spec  # noqa: E402
 
@@ -104,7 +115,9 @@ def write_sweep_outputs(plan: Any, points: list[dict], slo_text: str | None, max
     rec = recommend(table_, plan.axis)
     for p in points:
         c = check_point(p.get("summary") or {}, slo, max_error_rate)
-        p["meets_slo"], p["slo_failures"] = c.point_ok, c.failures
+        p["meets_slo"], p["slo_failures"], p["inconclusive"] = c.point_ok, c.failures, c.inconclusive
+        if p.get("summary"):
+            p["failures"] = point_failures(p["summary"])
     data = {"axis": plan.axis, "caps": plan.caps, "loads": plan.loads,
             "slo": {k: {"key": v[0], "bound_ms": v[1]} for k, v in slo.items()},
             "max_error_rate": max_error_rate, "points": points, "capacity": as_dicts(table_),
@@ -115,6 +128,19 @@ def write_sweep_outputs(plan: Any, points: list[dict], slo_text: str | None, max
             ("Throughput, overload rate and goodput vs load", plot_rates(points, caps, plan.axis, out))]
     (out / "sweep.html").write_text(render(data, imgs, out), encoding="utf-8")
     return data
+
+
+def _label(p: dict) -> str:
+    cap = "" if p["cap"] is None else f"cap {p['cap']}, "
+    return f"{cap}{p.get('axis', 'load')} {p['load']:g}"
+
+
+def failure_lines(data: dict) -> list[str]:
+    """One line per point whose failures dominate, inconclusive points first (empty when none)."""
+    pts = [p for p in data["points"] if (p.get("failures") or {}).get("headline")]
+    pts.sort(key=lambda p: (not p.get("inconclusive"), p["cap"] or 0, p["load"]))
+    return [f"{_label(p)}: {'inconclusive: ' if p.get('inconclusive') else ''}{p['failures']['headline']}"
+            for p in pts]
 
 
 def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
@@ -133,12 +159,13 @@ def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
         pt_rows.append([fmt(p["cap"]) if p["cap"] is not None else "external", f"{p['load']:g}",
                         fmt(s.get("ttft_p50_ms")), fmt(s.get("ttft_p95_ms")), fmt(s.get("itl_p99_ms")),
                         fmt(s.get("e2e_p99_ms")), fmt(s.get("output_tokens_per_s")),
-                        f"{(s.get('overload_rate') or 0):.1%}", fmt(s.get("goodput"), 2),
+                        f"{(s.get('overload_rate') or 0):.1%}", _failure_cell(p), fmt(s.get("goodput"), 2),
                         "yes" if p.get("meets_slo") else f"<span class='bad'>no</span> {fmt('; '.join(p.get('slo_failures') or []))}"
                         if p.get("complete") else f"<span class='bad'>incomplete</span> {fmt(p.get('error'))}", link])
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>stream-harness sweep</title><style>{CSS}</style></head><body>",
         "<h1>stream-harness capacity sweep</h1>",
+        _failure_banner(data),
         f"<p class='sub'>caps: {', '.join('external' if c is None else str(c) for c in data['caps'])} · "
         f"{axis}: {', '.join(f'{x:g}' for x in data['loads'])} · SLO: {fmt(slo_txt)} · "
         f"max error rate {data['max_error_rate']:.1%}</p>",
@@ -151,8 +178,32 @@ def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
     for title, path in imgs:
         parts.append(f"<h2>{title}</h2>{img_tag(path, title)}")
     parts += ["<h2>Points</h2>",
-              table(["cap", axis, "TTFT p50", "TTFT p95", "ITL p99", "E2E p99", "tokens/s", "overload", "goodput",
-                     "meets SLO", "point"], pt_rows),
+              table(["cap", axis, "TTFT p50", "TTFT p95", "ITL p99", "E2E p99", "tokens/s", "overload", "failed",
+                     "goodput", "meets SLO", "point"], pt_rows),
               "<p class='sub'>Latencies in ms over each point's steady window (warm-up and drain excluded).</p>",
               "</body></html>"]
     return "\n".join(parts)
+
+
+def _failure_cell(p: dict) -> str:
+    """Failed share of the point's attempts; its cause when failures dominate."""
+    f = p.get("failures") or {}
+    if not f.get("attempts"):
+        return fmt(None)
+    share = f"{f.get('failed_share', 0.0):.1%}"
+    top = (f.get("top") or [{}])[0].get("key")
+    if f.get("inconclusive"):
+        return f"<span class='bad'>{share} inconclusive</span> {fmt(top)}"
+    return f"{share} {fmt(top)}" if f.get("dominates") else share
+
+
+def _failure_banner(data: dict) -> str:
+    """When failures decided any point: the first statement of the page."""
+    lines = failure_lines(data)
+    if not lines:
+        return ""
+    inconclusive = sum(1 for p in data["points"] if p.get("inconclusive"))
+    head = (f"{inconclusive} of {len(data['points'])} points inconclusive: failures, not the server's capacity"
+            if inconclusive else "Points where failures dominate")
+    return (f"<div class='fail'>{fmt(head)}<ul>" + "".join(f"<li>{fmt(x)}</li>" for x in lines)
+            + "</ul></div>")

@@ -108,8 +108,12 @@ def _verdict(v: Any) -> dict[str, Any]:
 
 
 def _log(ctx: RunContext, summary: dict, steps: list, verdicts: list, code: int) -> None:
-    lines = [f"stream-harness run {ctx.run_id} ({ctx.scenario}): {summary.get('outcomes', {}).get('ok', 0)} ok "
-             f"of {sum((summary.get('outcomes') or {}).values())} records -> {ctx.run_dir}"]
+    """The end-of-run console block; when failures dominate, its first line says so (and it is a warning)."""
+    failures = summary.get("failures") or {}
+    head = failures.get("headline")
+    lines = [f"stream-harness: {head}"] if head else []
+    lines.append(f"stream-harness run {ctx.run_id} ({ctx.scenario}): {summary.get('outcomes', {}).get('ok', 0)} ok "
+                 f"of {sum((summary.get('outcomes') or {}).values())} records -> {ctx.run_dir}")
     lines.append(f"  {'metric':<8} {'count':>7} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>9}  (ms)")
     for name in ("ttft", "itl", "tpot", "e2e"):
         g = lambda stat, n=name: summary.get(f"{n}_{stat}_ms")  # noqa: E731
@@ -118,6 +122,10 @@ def _log(ctx: RunContext, summary: dict, steps: list, verdicts: list, code: int)
                          f"{_f(g('p99'))} {_f(g('max'))}")
     lines.append(f"  overload rate {summary.get('overload_rate', 0.0):.4f}, outcomes "
                  + ", ".join(f"{k}={v}" for k, v in (summary.get("outcomes") or {}).items() if v))
+    for c in failures.get("top") or []:
+        lines.append(f"  {c['count']:>7} x {c['key']}")
+    if summary.get("done_missing"):
+        lines.append(f"  streams without [DONE]: {summary['done_missing']}")
     for s in steps:
         lines.append(f"  step {s['users']:>4} users: {s['attempted']} attempted, overload rate {s['overload_rate']:.4f}")
     for v in verdicts:
@@ -125,7 +133,7 @@ def _log(ctx: RunContext, summary: dict, steps: list, verdicts: list, code: int)
     if ctx.client_bound_reasons:
         lines.append("  WARNING client bound, timings not trustworthy: " + "; ".join(ctx.client_bound_reasons))
     lines.append(f"  exit code {code}")
-    logger.info("\n".join(lines))
+    logger.log(logging.WARNING if head else logging.INFO, "\n".join(lines))
 
 
 def _f(v: Any) -> str:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOLS = ("tgi", "openai")
+#: --failure-backoff default: BASE,CAP seconds
+DEFAULT_FAILURE_BACKOFF = "0.1,5"
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110 field-name)
 ARRIVALS = ("poisson", "constant", "gamma", "trace")
 
 
@@ -59,6 +62,13 @@ def register(parser: Any) -> None:
                    help="open loop: streams in flight per worker; an arrival beyond it is recorded as dropped")
     g.add_argument("--retry-overloaded", type=int, default=0,
                    help="retries after an overloaded answer (honouring retry-after, capped backoff)")
+    g.add_argument("--failure-backoff", default=DEFAULT_FAILURE_BACKOFF,
+                   help="closed loop: wait after a failed or refused request before the next one, "
+                        "BASE[,CAP] seconds: the server's Retry-After when given (at least BASE), else "
+                        "min(CAP, BASE * 2**(k-1)) after k failures in a row; reset by an ok request. "
+                        "0 = no wait (default 0.1,5)")
+    g.add_argument("--request-id-header", default="X-Request-Id",
+                   help="header carrying each request's UUID (empty = send none)")
     g.add_argument("--request-timeout", type=float, default=600.0,
                    help="total seconds per request (the per-token read timeout is min(60, this))")
     g.add_argument("--slo-ttft-ms", type=float, default=0.0, help="TTFT objective for goodput, ms (0 = none)")
@@ -96,6 +106,8 @@ class HarnessOptions:
     trace_file: str = ""
     max_inflight: int = 256
     retry_overloaded: int = 0
+    failure_backoff: tuple[float, float] = (0.1, 5.0)  #: (BASE, CAP) s; (0, 0) = no wait
+    request_id_header: str = "X-Request-Id"
     request_timeout: float = 600.0
     slo_ttft_ms: float = 0.0
     slo_itl_ms: float = 0.0
@@ -112,6 +124,7 @@ class HarnessOptions:
         out = {k: v for k, v in self.__dict__.items() if k != "extra"}
         out["fail_on"] = list(self.fail_on)
         out["steps"] = list(self.steps)
+        out["failure_backoff"] = list(self.failure_backoff)
         if out["api_key"]:
             out["api_key"] = "***"
         return out
@@ -135,6 +148,29 @@ def parse_steps(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def parse_backoff(text: str) -> tuple[float, float]:
+    """``"0.1,5"`` -> ``(0.1, 5.0)``; ``"0.2"`` -> ``(0.2, max(5, 0.2))``; ``"0"`` -> ``(0.0, 0.0)`` (no wait).
+
+    Raises :class:`OptionError` on anything but BASE[,CAP] with 0 <= BASE <= CAP.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if not 1 <= len(parts) <= 2 or not all(parts):
+        raise OptionError(f"--failure-backoff: {text!r} is not BASE[,CAP] seconds (e.g. 0.1,5; 0 = no wait)")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise OptionError(f"--failure-backoff: {text!r} is not BASE[,CAP] seconds (e.g. 0.1,5; 0 = no wait)") from None
+    if not all(v == v and v >= 0 and v != float("inf") for v in values):
+        raise OptionError(f"--failure-backoff: {text!r}: seconds must be finite and >= 0")
+    base = values[0]
+    if base == 0:
+        return (0.0, 0.0)
+    cap = values[1] if len(values) == 2 else max(float(DEFAULT_FAILURE_BACKOFF.split(",")[1]), base)
+    if cap < base:
+        raise OptionError(f"--failure-backoff: CAP {cap:g} is below BASE {base:g}")
+    return (base, cap)
+
+
 def resolve(ns: Any) -> HarnessOptions:
     """Validate Locust's parsed options namespace into :class:`HarnessOptions`.
 
@@ -143,11 +179,13 @@ def resolve(ns: Any) -> HarnessOptions:
     """
     get = lambda name, default: getattr(ns, name, default) if ns is not None else default  # noqa: E731
     base = HarnessOptions()
-    values = {k: get(k, getattr(base, k)) for k in base.__dict__ if k not in ("fail_on", "steps", "extra")}
+    special = ("fail_on", "steps", "failure_backoff", "extra")
+    values = {k: get(k, getattr(base, k)) for k in base.__dict__ if k not in special}
     for name in ("protocol", "endpoint", "model_name", "api_key", "input_tokens", "output_tokens",
-                 "prompt_file", "run_dir", "trace_file"):
+                 "prompt_file", "run_dir", "trace_file", "request_id_header"):
         values[name] = (values[name] or "").strip() if isinstance(values[name], str) else values[name] or ""
-    opts = HarnessOptions(**values, fail_on=split_rules(get("fail_on", "")), steps=parse_steps(get("steps", "")))
+    opts = HarnessOptions(**values, fail_on=split_rules(get("fail_on", "")), steps=parse_steps(get("steps", "")),
+                          failure_backoff=parse_backoff(get("failure_backoff", DEFAULT_FAILURE_BACKOFF)))
     _validate(opts)
     return opts
 
@@ -170,6 +208,8 @@ def _validate(o: HarnessOptions) -> None:
                         ("--slo-itl-ms", o.slo_itl_ms), ("--think-time", o.think_time)):
         if value < 0:
             raise OptionError(f"{name}: must be >= 0, got {value}")
+    if o.request_id_header and not _HEADER_NAME.match(o.request_id_header):
+        raise OptionError(f"--request-id-header: {o.request_id_header!r} is not an HTTP header name")
     if o.arrival == "trace" and not o.trace_file:
         raise OptionError("--arrival trace needs --trace-file")
     from harness.workload import Distribution

@@ -5,12 +5,17 @@
 - :class:`SessionUser`: multi-turn conversations with think time between turns.
 All three are abstract; scenario files subclass them and set ``scenario`` (the request-event name
 and the records' ``scenario`` field) and ``protocol``.
+
+Closed-loop users (:class:`StreamingUser`, :class:`SessionUser`) back off after a failed or refused
+request (:class:`FailureBackoff`, ``--failure-backoff``), so a stopped or rejecting target is not
+flooded; open-loop users keep their arrival schedule (their load is bounded by ``--rate``).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from locust import User, constant, task
@@ -23,6 +28,35 @@ from harness.records import Outcome, RequestRecord
 from harness.workload import Prompt, Session
 
 _user_numbers = itertools.count()
+
+
+@dataclass
+class FailureBackoff:
+    """Wait of one closed-loop user before its next request, after a failed or refused one, s.
+
+    After the k-th failure in a row (any outcome but ok and cancelled): the server's ``Retry-After``
+    when the answer had one (``rec.retry_after_s``, at least ``base_s``), else
+    ``min(cap_s, base_s * 2**(k-1))``. An ok request resets k. ``base_s == 0`` disables it.
+    This is between requests, like Locust's ``wait_time``; the client's ``RetryPolicy``
+    (``--retry-overloaded``) is different: it retries *within* one request, which then counts as one
+    attempt whose TTFT includes the retries.
+    """
+
+    base_s: float = 0.1
+    cap_s: float = 5.0
+    failures: int = 0  #: consecutive failed requests
+
+    def after(self, rec: RequestRecord) -> float:
+        """Note ``rec``'s outcome; returns the seconds to wait before the next request."""
+        if rec.ok:
+            self.failures = 0
+            return 0.0
+        if self.base_s <= 0 or rec.outcome == Outcome.CANCELLED:
+            return 0.0
+        self.failures += 1
+        if rec.retry_after_s is not None:
+            return max(self.base_s, rec.retry_after_s)
+        return min(self.cap_s, self.base_s * 2.0 ** min(self.failures - 1, 64))
 
 
 class StreamingUser(User):
@@ -43,6 +77,21 @@ class StreamingUser(User):
         self.next_prompt = prompt_source(self.opts, self.user_index)
         self.client: StreamClient = self.new_client()
         self._free_clients: list[StreamClient] = []
+        self.backoff = FailureBackoff(*self.opts.failure_backoff)
+        self._backoff_s = 0.0
+        # The backoff joins the user's own wait_time (whatever a scenario set it to) as the larger of
+        # the two, so it is slept by Locust between tasks: outside every latency, and a stopping user
+        # is not held up by it.
+        own_wait = self.wait_time
+        self.wait_time = lambda: max(own_wait(), self._take_backoff())  # type: ignore[method-assign]
+
+    def _take_backoff(self) -> float:
+        delay, self._backoff_s = self._backoff_s, 0.0
+        return delay
+
+    def note_outcome(self, rec: RequestRecord) -> None:
+        """Closed loop: schedule the failure backoff (if any) before this user's next request."""
+        self._backoff_s = self.backoff.after(rec)
 
     def on_stop(self) -> None:
         for c in [self.client, *self._free_clients]:
@@ -57,6 +106,7 @@ class StreamingUser(User):
             api_key=o.api_key or None, model_name=o.model_name or None,
             timeouts=Timeouts(connect_s=min(10.0, t), read_s=min(60.0, t), total_s=t),
             retry=RetryPolicy(max_retries=o.retry_overloaded),
+            request_id_header=o.request_id_header or None,
         )
 
     def send(self, prompt: Prompt, intended_ns: int | None = None,
@@ -81,7 +131,7 @@ class StreamingUser(User):
 
     @task
     def request(self) -> None:
-        self.send(self.next_prompt())
+        self.note_outcome(self.send(self.next_prompt()))
 
 
 class OpenLoopUser(StreamingUser):
@@ -156,6 +206,7 @@ class SessionUser(StreamingUser):
         if prompt is None:
             return
         rec = self.send(prompt)
+        self.note_outcome(rec)
         if rec.ok:
             self.session.add_reply(rec.text or "")
 
