@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("harness.sweep", "capacity sweep: server caps x offered load, with sweep.html"),
     "gate": ("harness.gate", "judge a run against rules and a baseline; exit 0/1, JUnit XML"),
     "calibrate": ("harness.calibrate", "measure the harness's own timing error against the simulated server"),
+    "probe": ("harness.probe", "10-second check of an endpoint: protocols, model, usage, timing, next commands"),
 }
 
 
