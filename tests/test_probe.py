@@ -188,12 +188,12 @@ def peer():
         s.close()
 
 
-def test_rejected_request_id_is_reported_and_left_out(peer):
-    def post(req: Request) -> bytes:
+def test_rejected_request_id_is_reported_and_left_out(peer, tmp_path):
+    def post(req: Request) -> list[tuple[float, bytes]]:
         if "x-request-id" in req.headers:
-            return json_response(400, {"error": {"code": 400, "message": "Invalid X-Request-Id header",
-                                                 "type": "invalid_request_error"}})
-        return openai_stream(req)
+            return [(0, json_response(400, {"error": {"code": 400, "message": "Invalid X-Request-Id header",
+                                                      "type": "invalid_request_error"}}))]
+        return [(0.05, openai_stream(req))]  # paced: the Locust run below stays at ~20 requests/s
 
     s = peer(post)
     rc, data = probe_json("--host", s.url)
@@ -209,6 +209,15 @@ def test_rejected_request_id_is_reported_and_left_out(peer):
     out = probe("--host", s.url)
     assert any(re.match(r"request id\s+server rejects X-Request-Id: .*Invalid X-Request-Id", x)
                for x in out.stdout.splitlines())
+    # the printed command (with --request-id-header '') is accepted by this peer
+    cmd = next(c for c in commands(out.stdout) if c.startswith("locust ") and "/v1/chat/completions" in c)
+    run_dir = tmp_path / "run"
+    shell = (cmd.replace("locust ", shlex.quote(LOCUST) + " ", 1).replace("-t 1m", "-t 2s").replace("-u 4 -r 4", "-u 1 -r 1")
+             + f" --run-dir {shlex.quote(str(run_dir))} --only-summary")
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=90, cwd=tmp_path, env=ENV)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    recs = [json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines() if x.strip()]
+    assert recs and all(r["outcome"] == "ok" for r in recs)
 
 
 @pytest.mark.parametrize("usage,done", [("separate", False), ("none", True), ("last", False)])
