@@ -183,7 +183,7 @@ def test_openai_completions_and_bundled_tokens_per_event(server):
     assert s.requests[0].json()["prompt"] == "p" and s.requests[0].path == "/v1/completions"
 
 
-def test_openai_missing_done_is_incomplete(server):
+def test_openai_missing_done_and_finish_reason_is_incomplete(server):
     s = server(lambda req: [(0, sse_head()), (0, chunk(oa_chunk("a"))), (0, END)])
     r = make_client("openai", s.url).stream("p")
     assert r.outcome == Outcome.INCOMPLETE and len(r.token_ns) == 1
