@@ -280,10 +280,12 @@ def make_plan(args: argparse.Namespace) -> SweepPlan:
         args.scenario = str(ROOT / "scenarios" / ("open_loop.py" if axis == "rate" else "chat_stream.py"))
     if not Path(args.scenario).exists():
         raise ValueError(f"--scenario {args.scenario}: no such file")
+    args.scenario = str(Path(args.scenario).resolve())  # Locust runs with another working directory
     from harness.analysis.summary import parse_slo
 
     parse_slo(args.slo)
-    out = Path(args.out) if args.out else ROOT / "reports" / "sweeps" / time.strftime("%Y%m%d-%H%M%S")
+    # absolute: each point's Locust runs in ROOT, so a relative --out would land in the checkout
+    out = Path(args.out).resolve() if args.out else ROOT / "reports" / "sweeps" / time.strftime("%Y%m%d-%H%M%S")
     return SweepPlan(caps or [None], axis, [float(x) for x in loads], out)
 
 
