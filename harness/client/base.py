@@ -30,6 +30,8 @@ from harness.client.errors import (
     parse_retry_after,
 )
 from harness.client.sse import Event, iter_events
+from harness.client.tracecontext import HEADER as TRACEPARENT_HEADER
+from harness.client.tracecontext import traceparent
 from harness.records import Outcome, RequestRecord
 from harness.workload.prompt import Prompt
 
@@ -119,6 +121,7 @@ class StreamClient:
         extra_body: dict | None = None,
         retokenize: Callable[[str], Sequence[int]] | None = None,
         request_id_header: str | None = REQUEST_ID_HEADER,
+        send_traceparent: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.endpoint = endpoint or self.default_endpoint
@@ -142,6 +145,8 @@ class StreamClient:
             headers.append(("Authorization", f"Bearer {api_key}"))
         self._headers = headers
         self.request_id_header = request_id_header or None
+        #: W3C ``traceparent`` derived from the request id (harness.client.tracecontext); False: none
+        self.send_traceparent = send_traceparent
         if self.request_id_header and not _HEADER_NAME.fullmatch(self.request_id_header):
             raise ValueError(f"bad request-id header name {request_id_header!r}: letters, digits and -_ only")
 
@@ -278,6 +283,8 @@ class StreamClient:
                 headers = self._headers
                 if self.request_id_header:
                     headers = [*headers, (self.request_id_header, rec.request_id)]
+                if self.send_traceparent:
+                    headers = [*headers, (TRACEPARENT_HEADER, traceparent(rec.request_id))]
                 reused = conn.send("POST", self.endpoint, headers, body)
                 try:
                     resp = conn.read_response()

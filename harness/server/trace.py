@@ -4,6 +4,7 @@ One line per token event of every request (native and OpenAI streams; non-stream
 have no per-token writes and are not traced)::
 
     {"request_id": "<id>", "index": <n>, "t_ns": <CLOCK_MONOTONIC ns>}
+    {"request_id": "<id>", "trace_id": "<32 hex>", "index": <n>, "t_ns": <ns>}  (with a traceparent)
 
 ``index`` counts the request's token events from 1 (the native ``index``). ``request_id`` is the
 client's ``x-request-id`` header when given, else an id the server made; either way it is echoed
@@ -44,9 +45,11 @@ class TokenTrace:
         self._lock = threading.Lock()
 
     @staticmethod
-    def line_prefix(request_id: str) -> str:
-        """The constant start of a request's lines (computed once per request)."""
-        return f'{{"request_id":{json.dumps(request_id)},"index":'
+    def line_prefix(request_id: str, trace_id: str | None = None) -> str:
+        """The constant start of a request's lines (computed once per request); ``trace_id`` is the
+        client's W3C trace id (harness.server.request_log), written when the request had one."""
+        tid = f'"trace_id":{json.dumps(trace_id)},' if trace_id else ""
+        return f'{{"request_id":{json.dumps(request_id)},{tid}"index":'
 
     def record(self, prefix: str, index: int, t_ns: int) -> None:
         """Remember one token event (called right after its bytes were sent)."""
