@@ -21,7 +21,7 @@ from typing import Any
 from locust import User, constant, task
 
 from harness.client import RetryPolicy, StreamClient, Timeouts, make_client
-from harness.locust import dispatcher
+from harness.locust import clock_sync, dispatcher
 from harness.locust.prompts import prompt_source
 from harness.locust.run import current
 from harness.records import Outcome, RequestRecord
@@ -144,6 +144,7 @@ class OpenLoopUser(StreamingUser):
         ctx = self.ctx
         if ctx.schedule is None:
             ctx.schedule = dispatcher.Schedule(self.opts, *worker_share(self.environment))
+            ctx.schedule.start_ns = clock_sync.schedule_start_ns(self.environment)  # the master's zero, or None
         dispatcher.run(self, ctx.schedule)
 
     def send_pooled(self, prompt: Prompt, intended_ns: int) -> None:
