@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import benchlib
 
 from harness.calibration.levels import OUTPUT_TOKENS, TTFT_MS, Level, locust_command, server_args
 from harness.metrics import distribution
-from harness.sweep import ROOT, Server, free_port
+from harness.server_process import ServerProcess
 
 TARGET_P99_MS = 5.0
 
@@ -101,19 +100,17 @@ def main() -> int:
     stream_tokens = 2000  # a held stream lasts ~50 s: permits stay taken for the whole probe
     with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
         d = Path(tmp)
-        port = free_port()
         args = server_args(level, d / "trace.jsonl")
         args[args.index("--max-concurrent-requests") + 1] = str(a.cap)
-        server = Server([sys.executable, "-m", "harness", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-                        port, d / "server.log")
-        server.start(timeout_s=60)
+        server = ServerProcess.serve(args, d, 60, log_name="server.log")
+        port = server.port
         locust = None
         try:
             run_s = a.warmup + a.probes * 3 * (a.gap_ms / 1e3 + 0.005) + 30
             cmd = locust_command(level, server.url, d / "run", run_s, ramp_s=1.0)
             cmd[cmd.index("--output-tokens") + 1] = f"fixed:{stream_tokens}"
             with open(d / "locust.log", "wb") as log:
-                locust = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                locust = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=d)
             time.sleep(a.warmup)
             t0 = time.monotonic()
             res = probe(port, a.probes, a.gap_ms / 1e3)

@@ -44,6 +44,8 @@ from pathlib import Path
 import httpx
 from benchlib import check, stamp, write
 
+from harness.server_process import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = ("Write a detailed essay about the history of computing, from the abacus and mechanical "
           "calculators to transistors, integrated circuits, personal computers, the internet and "
@@ -160,23 +162,14 @@ async def server_load(url: str, prompt: str, streams: int, new_tokens: int) -> d
 
 def start_server(model: str, dtype: str, port: int, log: Path, device: str = "auto",
                  max_batch: int = 32) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "harness", "serve", "--model", model, "--dtype", dtype, "--device", device,
-           "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(max_batch),
-           "--max-concurrent-requests", str(max(128, max_batch + 4))]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}; log:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server did not become healthy in 300 s")
+    args = ["--model", model, "--dtype", dtype, "--device", device, "--max-batch-size", str(max_batch),
+            "--max-concurrent-requests", str(max(128, max_batch + 4))]
+    try:
+        s = ServerProcess.serve(args, log.parent, 300, port=port, log_name=log.name)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    assert s.proc is not None
+    return s.proc
 
 
 def counts(text: str) -> list[int]:

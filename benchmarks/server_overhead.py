@@ -45,8 +45,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import psutil
+
+from harness.server_process import ServerProcess
 
 
 def pct(values: list[float], q: float) -> float:
@@ -226,22 +227,18 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp())
     trace = tmp / "trace.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--model", "simulated", "--port", str(port),
-                             "--sim-ttft-ms", "5", "--sim-itl-ms", str(a.itl_ms), "--sim-output-tokens", "0",
-                             "--max-concurrent-requests", str(a.streams), "--trace-file", str(trace),
-                             "--log-level", "warning"], env=env, start_new_session=True)
+    server = ServerProcess.serve(["--model", "simulated", "--sim-ttft-ms", "5", "--sim-itl-ms", str(a.itl_ms),
+                                  "--sim-output-tokens", "0", "--max-concurrent-requests", str(a.streams),
+                                  "--trace-file", str(trace), "--log-level", "warning"], tmp, 60, port=port,
+                                 log_name="server.log", new_session=True)
+    proc = server.proc
+    assert proc is not None
     client = None
     try:
         if a.pin:
             os.sched_setaffinity(proc.pid, {0})
         if a.nice:
             _renice(proc.pid, a.nice)
-        for _ in range(200):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         t_start = time.monotonic_ns()
         client = subprocess.Popen([sys.executable, __file__, "--client", "--port", str(port),
                                    "--server-pid", str(proc.pid), "--streams", str(a.streams),

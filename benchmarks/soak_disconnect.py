@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import socket
 import struct
@@ -37,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from harness.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTS = ("partial_body", "before_headers", "prefill", "mid_stream", "reset", "complete")
@@ -241,26 +242,9 @@ def rss_kb(pid: int) -> int:
 
 def start_server(args: list[str], log_path: Path) -> tuple[subprocess.Popen, str, int]:
     """``python -m harness serve ARGS`` on a free loopback port; waits for /health 200."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port), *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url, port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server not ready")
+    s = ServerProcess.serve(args, log_path.parent, 300, log_name=log_path.name)
+    assert s.proc is not None
+    return s.proc, s.url, s.port
 
 
 def run_soak(port: int, url: str, pid: int, *, requests: int, cap: int, concurrency: int, ttft_s: float,

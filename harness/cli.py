@@ -1,7 +1,9 @@
-"""`harness serve | run | sweep | report | gate | calibrate`: parse, call, exit.
+"""`harness serve | run | probe | report | export | gate | sweep | calibrate | demo | scenarios`: parse, call, exit.
 
-Each subcommand lives in the module of its concern, which exposes
-``add_arguments(parser)`` and ``run(args) -> int``; this file only dispatches.
+Each subcommand lives in one module (a package's ``command`` module when the command has more than one
+concern), which exposes ``add_arguments(parser)`` and ``run(args) -> int``; :data:`COMMANDS` is the one
+table of them, and this file only dispatches. A user error is :class:`harness.usage.CliError`: one line
+on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -10,20 +12,24 @@ import argparse
 import importlib
 import sys
 
-#: subcommand -> (module, one-line help)
+from harness.usage import CliError
+
+__all__ = ["COMMANDS", "CliError", "build_parser", "main"]
+
+#: subcommand -> (module, one-line help); "[server]" commands need the server extra
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("harness.server.cli", "run the reference streaming server (TGI protocol + OpenAI routes)"),
+    "serve": ("harness.server.cli", "run the reference streaming server (TGI protocol + OpenAI routes) [server]"),
     "run": ("harness.client.cli", "stream one request and print its TTFT, ITL and tokens"),
-    "report": ("harness.analysis.report_cli", "build summary.json, plots and report.html from a run dir"),
-    "sweep": ("harness.sweep", "capacity sweep: server caps x offered load, with sweep.html"),
-    "gate": ("harness.gate", "judge a run against rules and a baseline; exit 0/1, JUnit XML"),
-    "calibrate": ("harness.calibrate", "measure the harness's own timing error against the simulated server"),
     "probe": ("harness.probe", "10-second check of an endpoint: protocols, model, usage, timing, next commands"),
+    "report": ("harness.analysis.report_cli", "build summary.json, plots and report.html from a run dir"),
+    "export": ("harness.analysis.dataframe", "write a run's requests as CSV or parquet (one row per request)"),
+    "gate": ("harness.gate.command", "judge a run against rules and a baseline; exit 0/1, JUnit XML"),
+    "sweep": ("harness.sweep.command", "capacity sweep: server caps x offered load, with sweep.html"),
+    "calibrate": ("harness.calibration.command",
+                  "measure the harness's own timing error against the simulated server [server]"),
+    "demo": ("harness.demo", "stream one answer from the bundled server, then a short capacity sweep [server]"),
+    "scenarios": ("harness.scenarios", "list the packaged Locust scenarios and their paths (for locust -f)"),
 }
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

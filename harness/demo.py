@@ -1,7 +1,10 @@
-"""`make demo`: the bundled server on SmolLM2 streams one answer to the terminal, then a short capacity
-sweep (caps 2 and 8 x 1, 4 and 16 users) ends with the path of its HTML report.
+"""`harness demo` (`make demo`): the bundled server on SmolLM2 streams one answer to the terminal, then a
+short capacity sweep (caps 2 and 8 x 1, 4 and 16 users) ends with the path of its HTML report.
 
-    python -m harness.demo [--model smollm2|simulated|...] [--caps 2,8] [--users 1,4,16] [--duration 20]
+    harness demo [--model smollm2|simulated|...] [--caps 2,8] [--users 1,4,16] [--duration 20] [--out DIR]
+
+Everything it writes goes under ``--out`` (default ``./reports/demo/<timestamp>``, under the current
+directory). Needs the ``[server]`` extra.
 
 Finishes in about 5 minutes on a 2-core CPU with the default model; ``--model simulated`` in about 3.
 """
@@ -14,14 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from harness.sweep import ROOT, Server, free_port, make_plan, run_sweep
+from harness.server_process import ServerProcess
 from harness.sweep import add_arguments as sweep_arguments
+from harness.sweep import make_plan, run_sweep
 
 PROMPT = "In two sentences, why does time-to-first-token matter for a chat assistant?"
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2", help="model of the bundled server (default smollm2)")
     p.add_argument("--caps", default="2,8")
     p.add_argument("--users", default="1,4,16")
@@ -30,35 +33,41 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output-tokens", default="fixed:32")
     p.add_argument("--input-tokens", default="fixed:32")
     p.add_argument("--slo", default="ttft_p95=4000,itl_p99=1000")
-    p.add_argument("--out", default=None, help="sweep dir (default reports/demo/<timestamp>)")
+    p.add_argument("--out", default=None, help="sweep dir (default ./reports/demo/<timestamp>)")
     p.add_argument("--retry-overloaded", type=int, default=2,
                    help="users retry an overloaded answer this often with capped backoff (default 2), so "
                         "rejected users do not spin on the 2 cores the server needs")
     p.add_argument("--skip-stream", action="store_true", help="skip the single streamed answer")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="harness demo", description=__doc__.splitlines()[0])
+    add_arguments(p)
     return p.parse_args(argv)
 
 
 def stream_one(model: str, out: Path) -> None:
     """Start the server, stream one chat answer token by token via `harness run`, stop the server."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "harness", "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
-           "--graceful-termination-timeout", "5"]
-    server = Server(cmd, port, out / "stream-server.log")
-    print(f"starting the bundled server ({model}) on {server.url} ...", flush=True)
+    print(f"starting the bundled server ({model}) ...", flush=True)
     t = time.monotonic()
-    server.start(600)
+    server = ServerProcess.serve(["--model", model, "--graceful-termination-timeout", "5"], out, 600,
+                                 log_name="stream-server.log")
     print(f"ready in {time.monotonic() - t:.1f} s; streaming one answer:\n", flush=True)
     try:
         subprocess.run([sys.executable, "-m", "harness", "run", "--host", server.url, "--protocol", "openai",
-                        "--prompt", PROMPT, "--max-new-tokens", "64"], cwd=ROOT, timeout=300, check=False)
+                        "--prompt", PROMPT, "--max-new-tokens", "64"], cwd=out, timeout=300, check=False)
     finally:
         server.stop()
     print(flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse(argv)
-    out = Path(a.out) if a.out else ROOT / "reports" / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    return run(parse(argv))
+
+
+def run(a: argparse.Namespace) -> int:
+    """The demo (module docstring); 0 when the sweep finished, 2 on bad input, 130 when interrupted."""
+    out = Path(a.out or Path("reports") / "demo" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     try:

@@ -250,6 +250,32 @@ def token_mismatch_rate(records: Sequence[RequestRecord]) -> float:
     return sum(flags) / len(flags) if flags else 0.0
 
 
+def request_count(records: Sequence[RequestRecord]) -> int:
+    """Requests, count: every record of the window (drops included)."""
+    return len(records)
+
+
+def ok_count(records: Sequence[RequestRecord]) -> int:
+    """Ok requests, count: records whose outcome is ``ok``."""
+    return sum(1 for r in records if r.ok)
+
+
+#: outcomes the failure rule does not judge: never sent (dropped) or stopped by the harness (cancelled)
+NOT_JUDGED = frozenset({Outcome.DROPPED.value, Outcome.CANCELLED.value})
+
+
+def failed_share(records: Sequence[RequestRecord]) -> float:
+    """Failed share, fraction: ``(judged - ok) / judged``, judged = records except dropped and cancelled
+    (the failure rule of :mod:`harness.analysis.failures`); 0 when nothing was judged."""
+    judged = [r for r in records if r.outcome not in NOT_JUDGED]
+    return (len(judged) - sum(1 for r in judged if r.ok)) / len(judged) if judged else 0.0
+
+
+def done_missing_count(records: Sequence[RequestRecord]) -> int:
+    """Streams without [DONE], count: ok OpenAI streams that ended after their finish_reason without ``[DONE]``."""
+    return sum(1 for r in records if r.ok and getattr(r, "done_missing", False))
+
+
 # --------------------------------------------------------------------------- percentiles
 
 
@@ -346,40 +372,96 @@ class HdrAccumulator:
 # --------------------------------------------------------------------------- the dictionary
 
 
+#: ``summary(records, window_s, met)``: a run metric's summary value from the window's records, the
+#: window in s and the records meeting the SLO (None when no SLO was given)
+SummaryFn = Callable[[Sequence[RequestRecord], float, "Sequence[RequestRecord] | None"], "float | int | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class MetricDef:
-    """One entry of the dictionary: name, unit, scope and the function that defines it."""
+    """One entry of the dictionary: name, unit, scope and the function that defines it.
+
+    Run metrics (scope ``run``) also say how they are shown and judged, so the summary, summary.md,
+    the report's headline cards, the gate's keys and directions and ``--fail-on`` all follow from this
+    one declaration: ``label`` (summary.md and console), ``better`` (``"higher"`` | ``"lower"`` | None:
+    the bad direction of a regression), ``card`` (caption of a headline card in report.html, None = no
+    card), ``show`` (summary.md row: ``"always"`` | ``"nonzero"`` | ``"never"``) and ``summary``
+    (:data:`SummaryFn`; default: ``fn(records)``).
+    """
 
     name: str
     unit: str
     scope: str  #: "request" (one value per ok request), "gap" (many per request), "run"
     fn: Callable[..., object]
+    label: str = ""
+    better: str | None = None
+    card: str | None = None
+    show: str = "always"
+    summary: SummaryFn | None = None
 
     @property
     def definition(self) -> str:
         """The function's docstring: the formula and unit, shown in reports' appendix."""
         return " ".join((self.fn.__doc__ or "").split())
 
+    @property
+    def higher_is_better(self) -> bool:
+        return self.better == "higher"
 
-METRICS: dict[str, MetricDef] = {
-    m.name: m
-    for m in (
-        MetricDef("ttft", "ms", "request", ttft_ms),
-        MetricDef("ttft_intended", "ms", "request", ttft_intended_ms),
-        MetricDef("ttfb", "ms", "request", ttfb_ms),
-        MetricDef("itl", "ms", "gap", itl_ms),
-        MetricDef("itl_per_token", "ms", "gap", itl_per_token_ms),
-        MetricDef("tpot", "ms", "request", tpot_ms),
-        MetricDef("e2e", "ms", "request", e2e_ms),
-        MetricDef("e2e_intended", "ms", "request", e2e_intended_ms),
-        MetricDef("schedule_lag", "ms", "request", schedule_lag_ms),
-        MetricDef("output_tokens_per_s", "tokens/s", "run", output_tokens_per_s),
-        MetricDef("request_throughput", "requests/s", "run", request_throughput),
-        MetricDef("goodput", "requests/s", "run", goodput),
-        MetricDef("overload_rate", "fraction", "run", overload_rate),
-        MetricDef("error_rate", "fraction", "run", error_rate_by_class),
-        MetricDef("drops", "requests", "run", drop_count),
-        MetricDef("token_mismatch_rate", "fraction", "run", token_mismatch_rate),
-    )
-}
+    def summary_value(self, records: Sequence[RequestRecord], window_s: float,
+                      met: Sequence[RequestRecord] | None) -> float | int | None:
+        """This run metric over the window's records (see :data:`SummaryFn`)."""
+        if self.summary is not None:
+            return self.summary(records, window_s, met)
+        return self.fn(records)  # type: ignore[return-value]
 
+
+METRICS: dict[str, MetricDef] = {}
+
+
+def register_metric(d: MetricDef) -> MetricDef:
+    """Add ``d`` to :data:`METRICS` (the public extension point); ValueError on a taken name or bad field."""
+    if d.name in METRICS:
+        raise ValueError(f"metric {d.name!r} is already defined")
+    if d.scope not in ("request", "gap", "run") or d.better not in (None, "higher", "lower") \
+            or d.show not in ("always", "nonzero", "never"):
+        raise ValueError(f"metric {d.name!r}: bad scope, better or show")
+    METRICS[d.name] = d
+    return d
+
+
+def run_metrics() -> list[MetricDef]:
+    """The run-scope entries of :data:`METRICS`, in declaration order."""
+    return [d for d in METRICS.values() if d.scope == "run"]
+
+
+for _d in (
+    MetricDef("ttft", "ms", "request", ttft_ms),
+    MetricDef("ttft_intended", "ms", "request", ttft_intended_ms),
+    MetricDef("ttfb", "ms", "request", ttfb_ms),
+    MetricDef("itl", "ms", "gap", itl_ms),
+    MetricDef("itl_per_token", "ms", "gap", itl_per_token_ms),
+    MetricDef("tpot", "ms", "request", tpot_ms),
+    MetricDef("e2e", "ms", "request", e2e_ms),
+    MetricDef("e2e_intended", "ms", "request", e2e_intended_ms),
+    MetricDef("schedule_lag", "ms", "request", schedule_lag_ms),
+    MetricDef("request_throughput", "requests/s", "run", request_throughput, better="higher", card="requests/s (ok)",
+              summary=lambda recs, w, met: request_throughput(recs, w)),
+    MetricDef("output_tokens_per_s", "tokens/s", "run", output_tokens_per_s, better="higher",
+              card="output tokens/s", summary=lambda recs, w, met: output_tokens_per_s(recs, w)),
+    # met requests are ok and met every bound, so goodput over them with an empty Slo counts them
+    MetricDef("goodput", "requests/s", "run", goodput, better="higher", card="goodput (req/s within SLO)",
+              summary=lambda recs, w, met: None if met is None else goodput(met, w, Slo())),
+    MetricDef("overload_rate", "fraction", "run", overload_rate, better="lower", card="overload rate"),
+    MetricDef("error_rate", "fraction", "run", error_rate_by_class, better="lower", card="error rate",
+              summary=lambda recs, w, met: sum(error_rate_by_class(recs).values())),
+    MetricDef("drops", "requests", "run", drop_count, better="lower", card="drops"),
+    MetricDef("token_mismatch_rate", "fraction", "run", token_mismatch_rate, better="lower"),
+    MetricDef("failed_share", "fraction", "run", failed_share, better="lower"),
+    MetricDef("measurement_window_s", "s", "run", measurement_window_s),
+    MetricDef("requests", "requests", "run", request_count, show="never"),
+    MetricDef("attempted", "requests", "run", attempted, show="never"),
+    MetricDef("ok", "requests", "run", ok_count, better="higher", show="never"),
+    MetricDef("done_missing", "requests", "run", done_missing_count, label="streams without [DONE]", show="nonzero"),
+):
+    register_metric(_d)

@@ -1,4 +1,5 @@
-"""The one per-request timing record, its JSONL sink and its reader.
+"""The run dir's files: the one per-request timing record, its JSONL sink and reader, run.json, and
+the reader of the scraped server metrics beside them.
 
 Every figure the harness reports derives from :class:`RequestRecord`. All ``*_ns`` fields are
 readings of one monotonic clock (``time.monotonic_ns``; CLOCK_MONOTONIC on Linux, comparable
@@ -149,10 +150,15 @@ class RecordSink:
         self.close()
 
 
-def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSONL file; blank, truncated or corrupt lines are skipped (a process
-    killed mid-write leaves a partial last line)."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, lazily; blank, truncated or corrupt lines and non-objects are
+    skipped (a process killed mid-write leaves a partial last line). The one tolerant reader of the
+    run dir's JSONL files (records, scraped server metrics); nothing when the file is absent."""
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with fh:
         for line in fh:
             line = line.strip()
             if not line:
@@ -165,45 +171,51 @@ def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
                 yield obj
 
 
-def iter_records(path: str | os.PathLike[str]) -> list[RequestRecord]:
-    """Read records from a JSONL file or a run dir; a truncated or corrupt line is skipped."""
+def records_file(path: str | os.PathLike[str]) -> Path:
+    """``RUN_DIR/records.jsonl`` for a run dir, else ``path`` itself."""
     p = Path(path)
-    if p.is_dir():
-        p = p / RECORDS_FILE
-    out: list[RequestRecord] = []
-    for obj in _json_lines(p):
+    return p / RECORDS_FILE if p.is_dir() else p
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterator[RequestRecord]:
+    """Records of a JSONL file or a run dir, lazily; a truncated or corrupt line is skipped."""
+    for obj in read_jsonl(records_file(path)):
         try:
-            out.append(RequestRecord.from_dict(obj))
+            yield RequestRecord.from_dict(obj)
         except TypeError:
             continue
-    return out
 
 
-def read_records_frame(path: str | os.PathLike[str]):  # -> pandas.DataFrame
-    """Load a run's records into a pandas DataFrame (one row per record, list columns kept).
+# --------------------------------------------------------------------------- scraped server metrics
 
-    Reads ``records.parquet`` when it is newer than ``records.jsonl``; tolerant of a truncated
-    last JSONL line.
+SERVER_METRICS_FILE = "server_metrics.jsonl"
+#: series that mean "requests waiting" / "requests in the running batch", by server family
+QUEUE_SERIES: tuple[str, ...] = ("tgi_queue_size", "vllm:num_requests_waiting")
+BATCH_SERIES: tuple[str, ...] = ("tgi_batch_current_size", "vllm:num_requests_running")
+
+
+def iter_server_metrics(run_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Lines of ``RUN_DIR/server_metrics.jsonl`` (written by :mod:`harness.client.prometheus_scrape`);
+    bad lines skipped; nothing when the file is absent."""
+    return read_jsonl(Path(run_dir) / SERVER_METRICS_FILE)
+
+
+def series(run_dir: str | os.PathLike[str], names: tuple[str, ...]) -> tuple[str | None, list[int], list[float]]:
+    """The first of ``names`` present in the scrapes -> (name, t_ns list, values); (None, [], []) if none.
+
+    Labelled series of that name are summed per scrape.
     """
-    import pandas as pd
-
-    p = Path(path)
-    run_dir = p if p.is_dir() else p.parent
-    jsonl = p if p.is_file() else run_dir / RECORDS_FILE
-    parquet = run_dir / "records.parquet"
-    if parquet.exists() and (not jsonl.exists() or parquet.stat().st_mtime >= jsonl.stat().st_mtime):
-        return pd.read_parquet(parquet)
-    return pd.DataFrame.from_records(list(_json_lines(jsonl)), columns=list(RECORD_COLUMNS))
-
-
-def write_parquet(path: str | os.PathLike[str]) -> Path:
-    """Convert a run's records.jsonl into records.parquet beside it; returns the parquet path."""
-    p = Path(path)
-    run_dir = p if p.is_dir() else p.parent
-    df = read_records_frame(run_dir / RECORDS_FILE)
-    out = run_dir / "records.parquet"
-    df.to_parquet(out, index=False)
-    return out
+    rows = [r for r in iter_server_metrics(run_dir) if "metrics" in r]
+    for name in names:
+        ts, vs = [], []
+        for r in rows:
+            vals = [v for k, v in r["metrics"].items() if k == name or k.startswith(name + "{")]
+            if vals:
+                ts.append(int(r["t_ns"]))
+                vs.append(float(sum(vals)))
+        if ts:
+            return name, ts, vs
+    return None, [], []
 
 
 def write_run_meta(run_dir: str | os.PathLike[str], **meta: Any) -> Path:

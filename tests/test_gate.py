@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from synthetic_runs import closed_loop, write_run
 
 from harness.analysis.summary import summarize
-from harness.analysis.synthetic import closed_loop, write_run
 from harness.gate import evaluate_rules, parse_rule
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
+import harness
+from harness.analysis.dataframe import export
 from harness.records import (
     RECORD_COLUMNS,
     RecordSink,
     RequestRecord,
     iter_records,
-    read_records_frame,
-    write_parquet,
     write_run_meta,
 )
 
@@ -46,7 +47,7 @@ def test_sink_flushes_within_one_second_without_close(tmp_path):
     assert [json.loads(x)["request_id"] for x in lines] == ["q1", "q2"]
     sink.write(sample(3))
     sink.flush()
-    assert len(iter_records(tmp_path)) == 3
+    assert len(list(iter_records(tmp_path))) == 3
     sink.close()
     assert sink.count == 3
 
@@ -86,13 +87,12 @@ def test_readers_tolerate_a_truncated_last_line(tmp_path):
     (tmp_path / "records.jsonl").write_text("\n".join(good) + "\n" + good[0][: len(good[0]) // 2])
     assert [r.request_id for r in iter_records(tmp_path)] == ["q0", "q1", "q2"]
     assert [r.request_id for r in iter_records(tmp_path / "records.jsonl")] == ["q0", "q1", "q2"]
-    df = read_records_frame(tmp_path)
-    assert len(df) == 3 and list(df.columns) == list(RECORD_COLUMNS)
-    assert list(df["token_ns"].iloc[0]) == [2000, 3000]
-    out = write_parquet(tmp_path)
+    df = harness.load_run(tmp_path)
+    assert len(df) == 3 and list(df["request_id"]) == ["q0", "q1", "q2"]
+    assert list(df["itl_ms"].iloc[0]) == [(3000 - 2000) / 1e6]  # token_ns gaps, ms
+    out = export(tmp_path, "parquet")
     assert out.exists()
-    os.utime(out, None)
-    df2 = read_records_frame(tmp_path)  # now read from the parquet file
+    df2 = pd.read_parquet(out)
     assert len(df2) == 3 and list(df2["request_id"]) == ["q0", "q1", "q2"]
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness.metrics import NOT_JUDGED
 from harness.records import Outcome, RequestRecord
 
 #: failures dominate when more than this share of attempts failed
@@ -38,7 +39,7 @@ TEXT_MAX = 80
 #: causes listed in a summary's ``failures.top``
 TOP_CAUSES = 5
 #: outcomes that are neither attempts' successes nor the server's failures
-NOT_ATTEMPTS = frozenset({Outcome.DROPPED.value, Outcome.CANCELLED.value})
+NOT_ATTEMPTS = NOT_JUDGED
 
 _HTTP_HEAD = re.compile(r"^HTTP (\d{3})\b:?\s*")
 _HOST_PORT = re.compile(r"\(?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][\w.-]*):\d{1,5}\)?")

@@ -60,18 +60,22 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
+def run_card_value(d: m.MetricDef, v: object) -> str:
+    """A run metric on a card: fractions as percent, per-second rates to 2 decimals, else :func:`fmt`."""
+    if d.unit == "fraction":
+        return f"{(v or 0):.2%}"  # type: ignore[str-format]
+    return fmt(v, 2) if d.unit.endswith("/s") and d.unit != "tokens/s" else fmt(v)
+
+
 def headline_cards(s: dict) -> str:
+    """The run metrics declared with a ``card`` caption (harness.metrics), then the latency percentiles."""
+    run = [(d.card, run_card_value(d, s.get(d.name))) for d in m.run_metrics() if d.card]
     return cards([
-        ("requests/s (ok)", fmt(s.get("request_throughput"), 2)),
-        ("output tokens/s", fmt(s.get("output_tokens_per_s"))),
-        ("goodput (req/s within SLO)", fmt(s.get("goodput"), 2)),
+        *run,
         ("TTFT p50 / p99 (ms)", f"{fmt(s.get('ttft_p50_ms'))} / {fmt(s.get('ttft_p99_ms'))}"),
         ("ITL p50 / p99 (ms)", f"{fmt(s.get('itl_p50_ms'))} / {fmt(s.get('itl_p99_ms'))}"),
         ("TPOT p50 (ms)", fmt(s.get("tpot_p50_ms"))),
         ("E2E p50 / p99 (ms)", f"{fmt(s.get('e2e_p50_ms'))} / {fmt(s.get('e2e_p99_ms'))}"),
-        ("overload rate", f"{(s.get('overload_rate') or 0):.2%}"),
-        ("error rate", f"{(s.get('error_rate') or 0):.2%}"),
-        ("drops", fmt(s.get("drops"))),
     ])
 
 

@@ -14,7 +14,7 @@ from harness.analysis.html import render_report
 from harness.analysis.steady import SteadyWindow
 from harness.analysis.summary import analyse, write_summary
 from harness.analysis.timeseries import per_second
-from harness.scrape import BATCH_SERIES, QUEUE_SERIES, series
+from harness.records import BATCH_SERIES, QUEUE_SERIES, series
 
 
 @dataclass

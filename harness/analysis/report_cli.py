@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.analysis.report import build_report
     from harness.analysis.summary import parse_slo
-    from harness.cli import CliError
+    from harness.usage import CliError
 
     run_dir = Path(args.run_dir)
     if not run_dir.exists():

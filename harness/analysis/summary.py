@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,43 +92,21 @@ def window_mask(frame: RunFrame, steady_window: tuple[int, int] | None) -> np.nd
     return (send >= start) & (send < end)
 
 
-#: run keys -> the dictionary call that computes them from (records, window_s, met records)
-RUN_FUNCTIONS: dict[str, Callable[[Sequence[RequestRecord], float, list[RequestRecord]], float | int]] = {
-    "output_tokens_per_s": lambda recs, w, met: m.output_tokens_per_s(recs, w),
-    "request_throughput": lambda recs, w, met: m.request_throughput(recs, w),
-    # met requests are ok and met every bound, so goodput over them with an empty Slo counts them
-    "goodput": lambda recs, w, met: m.goodput(met, w, m.Slo()),
-    "overload_rate": lambda recs, w, met: m.overload_rate(recs),
-    "error_rate": lambda recs, w, met: sum(m.error_rate_by_class(recs).values()),
-    "drops": lambda recs, w, met: m.drop_count(recs),
-    "token_mismatch_rate": lambda recs, w, met: m.token_mismatch_rate(recs),
-    "requests": lambda recs, w, met: len(recs),
-    "attempted": lambda recs, w, met: m.attempted(recs),
-    "ok": lambda recs, w, met: sum(1 for r in recs if r.ok),
-    "failed_share": lambda recs, w, met: failure_verdict(m.outcome_counts(recs)).failed_share,
-    "measurement_window_s": lambda recs, w, met: w,
-}
-
-
 def run_value(key: str, records: Sequence[RequestRecord], slo_met: np.ndarray, slo: m.Slo | None) -> float | None:
     """One run key computed by the dictionary over ``records`` (``slo_met[i]`` = ``slo.met_by(records[i])``)."""
-    if key == "goodput" and slo is None:
-        return None
     window = m.measurement_window_s(records)
     if key.startswith("error_rate_"):
         return m.error_rate_by_class(records).get(key.removeprefix("error_rate_"))
-    met = [r for r, f in zip(records, slo_met.tolist(), strict=True) if f] if key == "goodput" else []
-    return RUN_FUNCTIONS[key](records, window, met)
+    met = [r for r, f in zip(records, slo_met.tolist(), strict=True) if f] if slo is not None else None
+    return m.METRICS[key].summary_value(records, window, met)  # type: ignore[return-value]
 
 
 def run_metrics(records: Sequence[RequestRecord], slo_met: np.ndarray, slo: m.Slo | None) -> dict:
-    """The dictionary's run functions over ``records``; ``slo_met[i]`` is ``slo.met_by(records[i])``."""
+    """Every run metric of the dictionary (:func:`harness.metrics.run_metrics`) over ``records``, plus
+    ``error_rate_<class>``; ``slo_met[i]`` is ``slo.met_by(records[i])`` (goodput is None without an SLO)."""
     window = m.measurement_window_s(records)
-    met = [r for r, f in zip(records, slo_met.tolist(), strict=True) if f] if slo is not None else []
-    out: dict = {"measurement_window_s": window}
-    for key in ("output_tokens_per_s", "request_throughput", "goodput", "overload_rate", "error_rate", "drops",
-                "token_mismatch_rate"):
-        out[key] = RUN_FUNCTIONS[key](records, window, met) if (key != "goodput" or slo is not None) else None
+    met = [r for r, f in zip(records, slo_met.tolist(), strict=True) if f] if slo is not None else None
+    out: dict = {d.name: d.summary_value(records, window, met) for d in m.run_metrics()}
     for k, v in m.error_rate_by_class(records).items():
         out[f"error_rate_{k}"] = v
     return out
@@ -142,8 +120,7 @@ def summarize_frame(frame: RunFrame, slo: m.Slo | None = None,
     sub = frame if mask.all() else frame.subset(mask)
     cols = sub.cols
     ok = cols["ok"]
-    out: dict = {"requests": len(sub), "attempted": m.attempted(sub.records), "ok": int(ok.sum()),
-                 "outcomes": m.outcome_counts(sub.records)}
+    out: dict = {"outcomes": m.outcome_counts(sub.records)}
     for name in REQUEST_METRICS:
         _flatten(name, m.METRICS[name].unit, dist(cols[name][ok]), out)
     done: dict[int, dict] = {}
@@ -312,13 +289,10 @@ def to_markdown(summary: dict, title: str = "Run summary") -> str:
     if sw:
         lines += [f"Steady window: {sw.get('reason', '')} ({_fmt(sw.get('duration_s'))} s).", ""]
     lines += ["| metric | value |", "|---|---|"]
-    for k, unit in (("request_throughput", "requests/s"), ("output_tokens_per_s", "tokens/s"),
-                    ("goodput", "requests/s"), ("overload_rate", "fraction"), ("error_rate", "fraction"),
-                    ("drops", "requests"), ("token_mismatch_rate", "fraction"),
-                    ("failed_share", "fraction"), ("measurement_window_s", "s")):
-        lines.append(f"| {k} ({unit}) | {_fmt(summary.get(k))} |")
-    if summary.get("done_missing"):
-        lines.append(f"| streams without [DONE] (requests) | {summary['done_missing']} |")
+    for d in m.run_metrics():  # the dictionary's run metrics, as declared (label, unit, show)
+        v = summary.get(d.name)
+        if d.show == "always" or (d.show == "nonzero" and v):
+            lines.append(f"| {d.label or d.name} ({d.unit}) | {_fmt(v)} |")
     lines += ["", "| latency (ms) | count | mean | p50 | p90 | p95 | p99 | p99.9 | max |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name in (*REQUEST_METRICS, *GAP_METRICS):
@@ -357,16 +331,21 @@ def _json_default(o: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-RUN_KEYS: tuple[str, ...] = ("measurement_window_s", "output_tokens_per_s", "request_throughput", "goodput",
-                             "overload_rate", "error_rate", "drops", "token_mismatch_rate",
-                             "requests", "attempted", "ok", "failed_share", "done_missing")
-#: higher values are better for these keys (everything else: lower is better)
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"output_tokens_per_s", "request_throughput", "goodput", "ok"})
+def run_keys() -> tuple[str, ...]:
+    """The summary's run-level keys: the dictionary's run metrics (:func:`harness.metrics.run_metrics`)."""
+    return tuple(d.name for d in m.run_metrics())
+
+
+def higher_is_better(key: str) -> bool:
+    """True when larger values of ``key`` are better (a run metric declared ``better="higher"``);
+    latencies, rates and everything else: lower is better."""
+    d = m.METRICS.get(key)
+    return d is not None and d.scope == "run" and d.higher_is_better
 
 
 def summary_keys() -> set[str]:
     """Every key a summary can hold (nested ones as ``outcomes.<class>`` / ``tokens.<name>``)."""
-    keys: set[str] = set(RUN_KEYS)
+    keys: set[str] = set(run_keys())
     for name, unit in [*((n, m.METRICS[n].unit) for n in (*REQUEST_METRICS, *GAP_METRICS)),
                        ("output_tokens", "tokens"), ("input_tokens", "tokens")]:
         keys.add(f"{name}_count")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ from harness.analysis.html import CSS, fmt, img_tag, table  # noqa: E402
 from harness.analysis.summary import slo_spec  # noqa: E402
 
 DPI = 80
+
+
+@dataclass
+class SweepPlan:
+    """A sweep's axes and output dir: ``caps`` (None = an external target) x ``loads`` on ``axis``."""
+
+    caps: list[int | None]
+    axis: str  #: "users" (closed loop) or "rate" (open loop)
+    loads: list[float]
+    out: Path
+
+    def point_dir(self, cap: int | None, load: float) -> Path:
+        cap_part = "external" if cap is None else f"cap-{cap}"
+        return self.out / cap_part / f"{self.axis}-{load:g}"
+
+    @property
+    def total(self) -> int:
+        return len(self.caps) * len(self.loads)
 
 
 def _series(points: list[dict], cap: Any, key: str) -> tuple[list[float], list[float]]:
@@ -106,7 +125,7 @@ def plot_rates(points: list[dict], caps: list, axis: str, out: Path) -> Path:
     return path
 
 
-def write_sweep_outputs(plan: Any, points: list[dict], slo_text: str | None, max_error_rate: float) -> dict:
+def write_sweep_outputs(plan: SweepPlan, points: list[dict], slo_text: str | None, max_error_rate: float) -> dict:
     """Write sweep.json and sweep.html into ``plan.out``; returns sweep.json's content."""
     out = Path(plan.out)
     slo = slo_spec(slo_text, intended=plan.axis == "rate")

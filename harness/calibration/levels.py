@@ -31,7 +31,7 @@ from pathlib import Path
 
 from harness.calibration.join import join, read_trace
 from harness.records import iter_records
-from harness.sweep import ROOT, Server, free_port
+from harness.server_process import ServerProcess
 
 TTFT_MS = 20.0
 OUTPUT_TOKENS = 64
@@ -151,6 +151,7 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
     records.jsonl) let benchmarks run other clients on the same script. Raises RuntimeError when
     the server does not start or Locust writes no records.
     """
+    out_dir = Path(out_dir).resolve()  # every process runs in out_dir: paths must not depend on the caller's cwd
     prefix = ["setsid"] if nice is not None and shutil.which("setsid") else []
     pin = pin and (os.cpu_count() or 1) >= 2
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,10 +161,8 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
     shutil.rmtree(run_dir, ignore_errors=True)  # the record sink appends: start empty
     records_file = records_file or run_dir / "records.jsonl"
     records_file.unlink(missing_ok=True)
-    port = free_port()
-    server = Server([*prefix, sys.executable, "-m", "harness", "serve", "--host", "127.0.0.1", "--port", str(port),
-                     *server_args(level, trace, seed)], port, out_dir / "server.log")
-    server.start(timeout_s=60.0)
+    server = ServerProcess.serve(server_args(level, trace, seed), out_dir, 60.0, prefix=prefix,
+                                 log_name="server.log")
     assert server.proc is not None
     if nice is not None:
         _renice(server.proc.pid, nice)
@@ -174,7 +173,7 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
     try:
         cmd = [*prefix, *locust_command(level, server.url, run_dir, duration_s, ramp_s, locustfile), *locust_args]
         with open(out_dir / "locust.log", "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out_dir,
                                     env={**os.environ, **(env or {})})
             if nice is not None:
                 _renice(proc.pid, nice)
@@ -215,7 +214,7 @@ def level_figures(level: Level, records_file: Path, trace_path: Path, warmup_s: 
     s (likewise the server), and ``client_us_per_event`` = client CPU s / token events the server
     wrote in that window x 1e6.
     """
-    records = iter_records(records_file)
+    records = list(iter_records(records_file))
     sends = [r.send_ns for r in records if r.send_ns is not None]
     if not sends:
         raise RuntimeError(f"level {level.label}: no request was sent (see {records_file})")

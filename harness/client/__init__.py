@@ -16,10 +16,23 @@ from harness.client.base import REQUEST_ID_HEADER, RetryPolicy, StreamClient, Ti
 from harness.client.openai import OpenAIClient
 from harness.client.tgi import TgiClient
 
+#: the wire protocols, by name: the one list that ``make_client``, ``harness run --protocol``, Locust's
+#: ``--protocol`` and the scenarios use. Add one with :func:`register_protocol`.
 PROTOCOLS: dict[str, type[StreamClient]] = {"tgi": TgiClient, "openai": OpenAIClient}
 
 __all__ = ["PROTOCOLS", "REQUEST_ID_HEADER", "OpenAIClient", "RetryPolicy", "StreamClient", "TgiClient", "Timeouts",
-           "make_client", "new_request_id"]
+           "make_client", "new_request_id", "register_protocol"]
+
+
+def register_protocol(name: str, cls: type[StreamClient]) -> type[StreamClient]:
+    """Add a wire protocol (the public extension point): ``cls`` subclasses :class:`StreamClient`
+    (its ``protocol``, ``default_endpoint``, ``build_body`` and ``read_stream``); ValueError when ``name`` is taken."""
+    if name in PROTOCOLS:
+        raise ValueError(f"protocol {name!r} already exists")
+    if not (isinstance(cls, type) and issubclass(cls, StreamClient)):
+        raise ValueError(f"protocol {name!r}: {cls!r} is not a StreamClient subclass")
+    PROTOCOLS[name] = cls
+    return cls
 
 
 def make_client(protocol: str = "tgi", base_url: str = "http://127.0.0.1:3000", endpoint: str | None = None,
@@ -28,7 +41,7 @@ def make_client(protocol: str = "tgi", base_url: str = "http://127.0.0.1:3000", 
                 extra_body: dict | None = None,
                 retokenize: Callable[[str], Sequence[int]] | None = None,
                 request_id_header: str | None = REQUEST_ID_HEADER) -> StreamClient:
-    """A stream client for ``protocol`` ("tgi" | "openai") talking to ``base_url``.
+    """A stream client for ``protocol`` (a name of :data:`PROTOCOLS`) talking to ``base_url``.
 
     ``endpoint`` defaults to ``/generate_stream`` (tgi) or ``/v1/chat/completions`` (openai);
     ``/`` (TGI compat route, adds ``"stream": true``) and ``/v1/completions`` also work.

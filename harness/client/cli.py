@@ -12,11 +12,11 @@ import os
 import sys
 from dataclasses import asdict
 
-from harness.cli import CliError
 from harness.client import PROTOCOLS, REQUEST_ID_HEADER, RetryPolicy, Timeouts, make_client
 from harness.metrics import distribution, e2e_ms, itl_ms, ttfb_ms, ttft_ms
 from harness.metrics import tpot_ms as tpot
 from harness.records import RequestRecord
+from harness.usage import CliError
 from harness.workload import Prompt, count_tokens
 
 

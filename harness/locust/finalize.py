@@ -8,7 +8,7 @@ apply to overloads a scenario expects):
 - 3: a ``--fail-on`` rule holds (checked first).
 
 ``--fail-on`` rules are failure conditions (``ttft_p95_ms>500`` fails the run when the p95 TTFT is
-above 500 ms), evaluated with harness.gate over the run's summary (harness.analysis.summary); a
+above 500 ms), evaluated with harness.analysis.rules (the gate's rule language) over the run's summary (harness.analysis.summary); a
 rule whose metric has no value in the run (e.g. no ok request) counts as triggered.
 """
 
@@ -20,8 +20,11 @@ from typing import Any
 
 import locust
 
-from harness.calibration.limit import check_run
+from harness.analysis.calibration_limit import check_run
+from harness.analysis.rules import evaluate_rules, parse_rule
+from harness.analysis.summary import summarize, write_summary
 from harness.locust.run import RunContext
+from harness.metrics import Slo, attempted, outcome_counts, overload_rate
 from harness.records import Outcome, iter_records, write_run_meta
 
 logger = logging.getLogger("harness.locust")
@@ -34,15 +37,16 @@ def step_table(records: list, steps: list[dict[str, Any]]) -> list[dict[str, Any
     """Per step load window: attempted, overloaded and overload rate of requests sent in it.
 
     A request belongs to the step whose ``[start_ns, end_ns)`` holds its ``send_ns`` (monotonic,
-    valid for workers on the master's host). overload_rate = overloaded / attempted.
+    valid for workers on the master's host); attempted and overload_rate are the dictionary's
+    (:func:`harness.metrics.attempted`, :func:`harness.metrics.overload_rate`) over those requests.
     """
     out = []
     for s in steps:
         lo, hi = s["start_ns"], s.get("end_ns") or time.monotonic_ns()
         sent = [r for r in records if r.send_ns is not None and lo <= r.send_ns < hi]
-        over = sum(1 for r in sent if r.outcome == Outcome.OVERLOADED)
-        out.append({"users": s["users"], "duration_s": round((hi - lo) / 1e9, 3), "attempted": len(sent),
-                    "overloaded": over, "overload_rate": round(over / len(sent), 4) if sent else 0.0})
+        counts = outcome_counts(sent)
+        out.append({"users": s["users"], "duration_s": round((hi - lo) / 1e9, 3), "attempted": attempted(sent),
+                    "overloaded": counts[Outcome.OVERLOADED.value], "overload_rate": round(overload_rate(sent), 4)})
     return out
 
 
@@ -62,16 +66,12 @@ def exit_code(outcomes: dict[str, int], exceptions: int, verdicts: list) -> int:
 
 def finalize(ctx: RunContext, complete: bool = True) -> int:
     """Close the sink, summarise the records, write summary.json/md and run.json; returns the exit code."""
-    from harness.analysis.summary import summarize, write_summary
-    from harness.gate import evaluate_rules, parse_rule
-    from harness.metrics import Slo
-
     ctx.finalized = True
     ctx.active = False
     ctx.close_sink()
     run_dir = ctx.run_dir
     assert run_dir is not None
-    records = iter_records(run_dir) if (run_dir / "records.jsonl").exists() else []
+    records = list(iter_records(run_dir)) if (run_dir / "records.jsonl").exists() else []
     o = ctx.opts
     slo = Slo(ttft_ms=o.slo_ttft_ms or None, itl_ms=o.slo_itl_ms or None) if (o.slo_ttft_ms or o.slo_itl_ms) else None
     summary = summarize(records, slo=slo)

@@ -110,7 +110,7 @@ def _start_run_files(ctx: RunContext, environment: Any) -> None:
     logger.info("stream-harness: run %s writes %s", ctx.run_id, ctx.run_dir)
     _state["flusher"] = gevent.spawn(_flush_loop, ctx)
     if ctx.opts.scrape_metrics and environment.host:
-        from harness.scrape import MetricsScraper
+        from harness.client.prometheus_scrape import MetricsScraper
 
         _state["scraper"] = MetricsScraper(environment.host, ctx.run_dir).start()
 

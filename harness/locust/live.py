@@ -18,6 +18,7 @@ from harness.metrics import (
     PERCENTILES,
     HdrAccumulator,
     e2e_intended_ms,
+    output_tokens,
     schedule_lag_ms,
     tpot_ms,
     ttft_intended_ms,
@@ -46,7 +47,7 @@ class LiveStats:
                 self.hist["lag"].record_ms(max(lag, 0.0))
             if r.outcome != Outcome.OK:
                 return
-            self.output_tokens += r.output_tokens_server or r.output_tokens_events
+            self.output_tokens += output_tokens(r)
             for name, value in (("ttft", ttft_intended_ms(r)), ("tpot", tpot_ms(r)), ("e2e", e2e_intended_ms(r))):
                 if value is not None:
                     self.hist[name].record_ms(value)
@@ -88,7 +89,7 @@ class LiveStats:
 
     @property
     def attempted(self) -> int:
-        """Attempted requests: all outcomes except dropped (see harness.metrics.attempted)."""
+        """Attempted requests: all outcomes except dropped (harness.metrics.attempted, over counts)."""
         return sum(v for k, v in self.outcomes.items() if k != Outcome.DROPPED)
 
     def overload_rate(self) -> float:

@@ -13,11 +13,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-PROTOCOLS = ("tgi", "openai")
+from harness.analysis.rules import parse_rule
+from harness.client import PROTOCOLS
+from harness.workload import ARRIVALS, Distribution
+
 #: --failure-backoff default: BASE,CAP seconds
 DEFAULT_FAILURE_BACKOFF = "0.1,5"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110 field-name)
-ARRIVALS = ("poisson", "constant", "gamma", "trace")
 
 
 class OptionError(ValueError):
@@ -39,7 +41,7 @@ def register(parser: Any) -> None:
 
     g = _G()
     g.add_argument("--protocol", choices=("", *PROTOCOLS), default="",
-                   help="wire protocol: tgi | openai (default: the scenario's own)")
+                   help=f"wire protocol: {' | '.join(PROTOCOLS)} (default: the scenario's own)")
     g.add_argument("--endpoint", default="",
                    help="route on --host, e.g. /generate_stream, /, /v1/chat/completions, /v1/completions "
                         "(default: the protocol's streaming route)")
@@ -53,8 +55,8 @@ def register(parser: Any) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals")
     g.add_argument("--run-dir", default="",
                    help="where records.jsonl and run.json go (default reports/runs/<timestamp>-<scenario>)")
-    g.add_argument("--arrival", choices=ARRIVALS, default="poisson",
-                   help="open loop arrival process: poisson | constant | gamma | trace")
+    g.add_argument("--arrival", choices=tuple(ARRIVALS), default="poisson",
+                   help=f"open loop arrival process: {' | '.join(ARRIVALS)}")
     g.add_argument("--rate", type=float, default=1.0, help="open loop: total arrival rate, requests/s")
     g.add_argument("--arrival-cv", type=float, default=1.0, help="gamma arrivals: coefficient of variation")
     g.add_argument("--trace-file", default="", help="trace arrivals: file of arrival offsets in seconds")
@@ -212,16 +214,12 @@ def _validate(o: HarnessOptions) -> None:
         raise OptionError(f"--request-id-header: {o.request_id_header!r} is not an HTTP header name")
     if o.arrival == "trace" and not o.trace_file:
         raise OptionError("--arrival trace needs --trace-file")
-    from harness.workload import Distribution
-
     for name, spec in (("--input-tokens", o.input_tokens), ("--output-tokens", o.output_tokens)):
         try:
             Distribution.parse(spec)
         except ValueError as exc:
             raise OptionError(f"{name}: {exc}") from None
     if o.fail_on:
-        from harness.gate import parse_rule
-
         for rule in o.fail_on:
             try:
                 parse_rule(rule)

@@ -19,7 +19,7 @@ from typing import Any
 import gevent
 
 from harness.client import new_request_id
-from harness.locust import events
+from harness.locust import request_events
 from harness.locust.client_bound import ClientBoundMonitor
 from harness.locust.live import LiveStats
 from harness.locust.options import HarnessOptions
@@ -167,7 +167,7 @@ class RunContext:
         response times come from the record, so deferral does not change them), live stats, lag
         monitor, and the sink (local) or outbox (worker)."""
         if event_name is not None:
-            events.fire(self.env, event_name, rec)
+            request_events.fire(self.env, event_name, rec)
         if rec.intended_ns is not None and rec.send_ns is not None and rec.intended_ns != rec.send_ns:
             self.monitor.note_lag((rec.send_ns - rec.intended_ns) / 1e6)
         if self.role == "worker":

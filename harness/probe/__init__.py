@@ -15,10 +15,10 @@ import os
 import sys
 from dataclasses import asdict
 
-from harness.cli import CliError
 from harness.client import REQUEST_ID_HEADER
 from harness.probe import commands
 from harness.probe.detect import ProbeResult, RouteResult, Unreachable, probe
+from harness.usage import CliError
 
 __all__ = ["add_arguments", "findings", "next_commands", "probe", "run", "unusable_reason"]
 

@@ -8,7 +8,7 @@ After :meth:`Admission.close` (graceful shutdown) every new request is refused a
 
 from __future__ import annotations
 
-from harness.server.errors import Overloaded
+from harness.server.infer_errors import Overloaded
 
 
 class Permit:

@@ -1,7 +1,7 @@
 """The FastAPI application: routes, lifespan (backend start/stop, trace), error handlers.
 
 Routing and the OpenAPI document come from FastAPI; generation answers are written by hand
-(:mod:`harness.server.sse`) to keep per-token cost low. Every error is TGI's JSON
+(:mod:`harness.server.sse_response`) to keep per-token cost low. Every error is TGI's JSON
 ``{"error", "error_type"}``, never a traceback (401 has an empty body, as in TGI).
 """
 
@@ -26,10 +26,10 @@ from starlette.types import Receive, Scope, Send
 from harness.server.admission import Admission
 from harness.server.backends.base import REQUEST_ARRIVAL_NS, Backend, GenerationError
 from harness.server.config import ROUTER, VERSION, ServerConfig
-from harness.server.errors import InferError, RequestRejected
 from harness.server.generation import Service
 from harness.server.httputil import Unauthorized, error_response, json_response
-from harness.server.metrics import Metrics
+from harness.server.infer_errors import InferError, RequestRejected
+from harness.server.prometheus import Metrics
 from harness.server.schemas import (
     ChatRequest,
     CompatGenerateRequest,
@@ -38,7 +38,7 @@ from harness.server.schemas import (
     Info,
     ModelList,
 )
-from harness.server.sse import RAW_SEND
+from harness.server.sse_response import RAW_SEND
 from harness.server.trace import TokenTrace
 
 log = logging.getLogger("harness.server")

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 
-from harness.cli import CliError
+from harness.usage import CliError
 
 #: option dest -> environment variable (TGI's names)
 ENV = {

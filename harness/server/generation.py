@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from harness.server.admission import Admission, Permit
 from harness.server.backends.base import Backend, GenerationError, StepOutput, TokenInfo
 from harness.server.config import ServerConfig
-from harness.server.errors import GenerationFailed, IncompleteGeneration, IncompleteGenerationStream
-from harness.server.metrics import Metrics
+from harness.server.infer_errors import GenerationFailed, IncompleteGeneration, IncompleteGenerationStream
+from harness.server.prometheus import Metrics
 from harness.server.schemas import GenerateParameters
 from harness.server.trace import TokenTrace
 from harness.server.validation import ValidRequest, check_before_permit, validate

@@ -10,8 +10,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from harness.server.config import ServerConfig
-from harness.server.errors import InferError, RequestRejected
-from harness.server.sse import dumps
+from harness.server.infer_errors import InferError, RequestRejected
+from harness.server.sse_response import dumps
 from harness.server.validation import M, parse_body
 
 _ids = itertools.count(1)

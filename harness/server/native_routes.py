@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from harness.server.errors import InferError
 from harness.server.generation import Collected, Service, Timing
 from harness.server.httputil import check_auth, error_response, json_response, read_json, request_id
+from harness.server.infer_errors import InferError
 from harness.server.schemas import (
     CompatGenerateRequest,
     ErrorResponse,
@@ -25,7 +25,7 @@ from harness.server.schemas import (
     GenerateResponse,
     StreamResponse,
 )
-from harness.server.sse import (
+from harness.server.sse_response import (
     Chunk,
     SSEResponse,
     cancel_on_disconnect,

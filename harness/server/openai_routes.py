@@ -28,9 +28,9 @@ from starlette.responses import Response
 
 from harness.server.backends.base import StepOutput, TokenInfo
 from harness.server.config import VERSION
-from harness.server.errors import InferError, OpenAIRequestError, RequestRejected, TemplateFailed
 from harness.server.generation import Service, Timing
 from harness.server.httputil import check_auth, error_response, json_response, read_json, request_id
+from harness.server.infer_errors import InferError, OpenAIRequestError, RequestRejected, TemplateFailed
 from harness.server.native_routes import stream_headers
 from harness.server.schemas import (
     ChatCompletion,
@@ -41,7 +41,7 @@ from harness.server.schemas import (
     GenerateParameters,
     Message,
 )
-from harness.server.sse import Chunk, SSEResponse, cancel_on_disconnect, dumps, encode_str
+from harness.server.sse_response import Chunk, SSEResponse, cancel_on_disconnect, dumps, encode_str
 
 FINGERPRINT = f"{VERSION}-native"
 DONE = b"data: [DONE]\n\n"

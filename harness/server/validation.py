@@ -9,7 +9,7 @@ Order (``router/src/infer/mod.rs`` then ``router/src/validation.rs``):
    typical_p, top_k; max_new_tokens == 0, stop count, seed with best_of, top_n_tokens; empty
    inputs, truncate; tokenize; max total tokens (classic full-value rule), input length; grammar.
 
-Every failure raises :class:`~harness.server.errors.ValidationFailed` (422 ``validation``).
+Every failure raises :class:`~harness.server.infer_errors.ValidationFailed` (422 ``validation``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pydantic
 
 from harness.server.backends.base import Backend, SamplingParams
 from harness.server.config import ServerConfig
-from harness.server.errors import RequestRejected, ValidationFailed
+from harness.server.infer_errors import RequestRejected, ValidationFailed
 from harness.server.schemas import GenerateParameters
 
 M = TypeVar("M", bound=pydantic.BaseModel)

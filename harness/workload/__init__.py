@@ -3,7 +3,7 @@ and open-loop arrival processes. Stdlib only (cheap to import in every Locust wo
 
 from __future__ import annotations
 
-from harness.workload.arrivals import ARRIVALS, arrival_times, load_trace
+from harness.workload.arrivals import ARRIVALS, arrival_times, load_trace, register_arrival
 from harness.workload.distributions import Distribution
 from harness.workload.files import load_conversations, load_prompt_file, sample_path
 from harness.workload.prompt import Prompt
@@ -24,5 +24,6 @@ __all__ = [
     "load_conversations",
     "load_prompt_file",
     "load_trace",
+    "register_arrival",
     "sample_path",
 ]

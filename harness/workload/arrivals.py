@@ -18,11 +18,49 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-ARRIVALS = ("constant", "poisson", "gamma", "trace")
+#: ``fn(rate, rng, cv)`` -> endless iterator of absolute offsets (s), mean rate ``rate`` per s
+ArrivalFn = Callable[[float, random.Random, float], Iterator[float]]
+
+
+def _constant(rate: float, rng: random.Random, cv: float) -> Iterator[float]:
+    i = 0
+    while True:
+        i += 1
+        yield i / rate
+
+
+def _poisson(rate: float, rng: random.Random, cv: float) -> Iterator[float]:
+    t = 0.0
+    while True:
+        t += rng.expovariate(rate)
+        yield t
+
+
+def _gamma(rate: float, rng: random.Random, cv: float) -> Iterator[float]:
+    k = 1.0 / (cv * cv)
+    scale = 1.0 / (rate * k)
+    t = 0.0
+    while True:
+        t += rng.gammavariate(k, scale)
+        yield t
+
+
+#: the arrival processes, by name (``trace`` replays a file: :func:`load_trace`); the one list that
+#: ``--arrival`` and :func:`arrival_times` use. Add one with :func:`register_arrival`.
+ARRIVALS: dict[str, ArrivalFn | None] = {"poisson": _poisson, "constant": _constant, "gamma": _gamma, "trace": None}
+
+
+def register_arrival(name: str, fn: ArrivalFn) -> ArrivalFn:
+    """Add an arrival process (the public extension point): ``fn(rate, rng, cv)`` yields absolute
+    offsets in seconds, seeded by ``rng``; ValueError when ``name`` is taken."""
+    if name in ARRIVALS:
+        raise ValueError(f"arrival process {name!r} already exists")
+    ARRIVALS[name] = fn
+    return fn
 
 
 def arrival_times(kind: str, rate: float, seed: int = 0, cv: float = 1.0,
@@ -35,31 +73,14 @@ def arrival_times(kind: str, rate: float, seed: int = 0, cv: float = 1.0,
         if trace_path is None:
             raise ValueError("arrival 'trace' needs a trace file")
         return iter(load_trace(trace_path))
-    if kind not in ARRIVALS:
+    fn = ARRIVALS.get(kind)
+    if fn is None:
         raise ValueError(f"unknown arrival process {kind!r}; expected one of {', '.join(ARRIVALS)}")
     if not rate > 0:
         raise ValueError(f"arrival rate must be > 0, got {rate!r}")
     if not cv > 0:
         raise ValueError(f"gamma cv must be > 0, got {cv!r}")
-    return _gaps(kind, rate, random.Random(seed), cv)
-
-
-def _gaps(kind: str, rate: float, rng: random.Random, cv: float) -> Iterator[float]:
-    t = 0.0
-    if kind == "constant":
-        i = 0
-        while True:
-            i += 1
-            yield i / rate
-    if kind == "poisson":
-        while True:
-            t += rng.expovariate(rate)
-            yield t
-    k = 1.0 / (cv * cv)
-    scale = 1.0 / (rate * k)
-    while True:
-        t += rng.gammavariate(k, scale)
-        yield t
+    return fn(rate, random.Random(seed), cv)
 
 
 def _timestamp(value: object, where: str) -> float:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from synthetic_runs import closed_loop, write_run
 
 from harness.analysis.capacity import Point, capacity, check_point, recommend
 from harness.analysis.failures import DOMINANT_SHARE, TEXT_MAX, failure_cause, failure_key, failure_verdict
 from harness.analysis.frame import load_frame
 from harness.analysis.report import build_report
 from harness.analysis.summary import summarize, summarize_frame, to_markdown
-from harness.analysis.synthetic import closed_loop, write_run
 from harness.records import RequestRecord
 
 MS = 1_000_000

@@ -10,10 +10,11 @@ import sys
 import time
 
 import httpx
+from synthetic_runs import closed_loop, write_run
 
 from harness.analysis.report import build_report
-from harness.analysis.synthetic import closed_loop, write_run
-from harness.scrape import MetricsScraper, series
+from harness.client.prometheus_scrape import MetricsScraper
+from harness.records import series
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from synthetic_runs import closed_loop, write_run
 
 from harness import metrics as m
 from harness.analysis import frame as frame_mod
 from harness.analysis.frame import build_frame, load_frame
 from harness.analysis.steady import detect
 from harness.analysis.summary import analyse, dist, parse_slo, summarize
-from harness.analysis.synthetic import closed_loop, write_run
 from harness.records import RequestRecord
 
 MS = 1_000_000

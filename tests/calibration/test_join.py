@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.calibration import levels as L
-from harness.calibration import result
-from harness.calibration.join import join, read_trace
-from harness.calibration.limit import (
+from harness.analysis.calibration_limit import (
     Limit,
     check_run,
     client_bound_reasons,
@@ -18,6 +15,9 @@ from harness.calibration.limit import (
     load_limit,
     worker_loads,
 )
+from harness.calibration import levels as L
+from harness.calibration import result
+from harness.calibration.join import join, read_trace
 from harness.records import RequestRecord
 
 MS = 1_000_000

@@ -82,7 +82,7 @@ def headless(host: str, users: int, run_time: str, *extra: str) -> list[str]:
 
 def server_metrics(url: str) -> dict[str, float]:
     """The server's /metrics as {name{labels}: value}."""
-    from harness.scrape import parse_prometheus
+    from harness.client.prometheus_scrape import parse_prometheus
 
     return parse_prometheus(httpx.get(url + "/metrics", timeout=5).text)
 

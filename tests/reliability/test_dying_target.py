@@ -10,15 +10,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import httpx
 from rel_util import HARNESS, LOCUST, ROOT, SCENARIOS, soak_disconnect
-from serverproc import free_port
+from serverproc import ServerProcess, free_port
 
 SIM = ["--model", "simulated", "--sim-ttft-ms", "20", "--sim-itl-ms", "10", "--sim-output-tokens", "0"]
 FAILED_DURING_OUTAGE = {"connect_error", "incomplete", "timeout"}
@@ -26,21 +24,9 @@ FAILED_DURING_OUTAGE = {"connect_error", "incomplete", "timeout"}
 
 def serve_on(port: int, log_path: Path) -> subprocess.Popen:
     """`harness serve` on a given loopback port (a restart reuses the port); waits for /health 200."""
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([*HARNESS, "serve", *SIM, "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log_path.read_text()[-2000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("server did not start")
+    s = ServerProcess.serve(SIM, log_path.parent, 60, port=port, log_name=log_path.name)
+    assert s.proc is not None
+    return s.proc
 
 
 def start_locust(tmp: Path, host: str, *extra: str) -> subprocess.Popen:

@@ -8,7 +8,8 @@ carries on: missing metrics are noted, never fatal. Histogram ``_bucket`` series
 ``_sum``/``_count`` are).
 
 Names: TGI (``tgi_queue_size``, ``tgi_batch_current_size``, ``tgi_request_*``) and vLLM
-(``vllm:num_requests_waiting``, ``vllm:num_requests_running``, ...) as the server renders them.
+(``vllm:num_requests_waiting``, ``vllm:num_requests_running``, ...) as the server renders them. The file
+is read back by :func:`harness.records.series`.
 """
 
 from __future__ import annotations
@@ -19,15 +20,12 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-SERVER_METRICS_FILE = "server_metrics.jsonl"
-#: series that mean "requests waiting" / "requests in the running batch", by server family
-QUEUE_SERIES: tuple[str, ...] = ("tgi_queue_size", "vllm:num_requests_waiting")
-BATCH_SERIES: tuple[str, ...] = ("tgi_batch_current_size", "vllm:num_requests_running")
+from harness.records import SERVER_METRICS_FILE
+
 _SKIP_PREFIXES = ("python_gc_", "python_info")
 
 
@@ -126,34 +124,3 @@ class MetricsScraper:
                     return
                 next_t += self.interval_s
                 self._stop.wait(max(0.0, next_t - time.monotonic()))
-
-
-def iter_server_metrics(run_dir: str | os.PathLike[str]) -> Iterator[dict]:
-    """Lines of ``RUN_DIR/server_metrics.jsonl`` (bad lines skipped); nothing when the file is absent."""
-    p = Path(run_dir) / SERVER_METRICS_FILE
-    if not p.exists():
-        return
-    with open(p, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
-
-
-def series(run_dir: str | os.PathLike[str], names: tuple[str, ...]) -> tuple[str | None, list[int], list[float]]:
-    """The first of ``names`` present in the scrapes -> (name, t_ns list, values); (None, [], []) if none.
-
-    Labelled series of that name are summed per scrape.
-    """
-    rows = [r for r in iter_server_metrics(run_dir) if "metrics" in r]
-    for name in names:
-        ts, vs = [], []
-        for r in rows:
-            vals = [v for k, v in r["metrics"].items() if k == name or k.startswith(name + "{")]
-            if vals:
-                ts.append(int(r["t_ns"]))
-                vs.append(float(sum(vals)))
-        if ts:
-            return name, ts, vs
-    return None, [], []

@@ -7,7 +7,7 @@ seconds, and joins each client token arrival with the server's write time of the
 (request id + token index; harness.calibration.join). It prints the error distribution (p50, p99,
 max) of TTFT and ITL per level, finds the largest level whose p99 errors stay within
 ``--budget-ms`` and writes ``calibration.json`` (machine, Python, package versions, figures) to
-``--out``, and installs it where runs find it (harness.calibration.limit.default_path) unless
+``--out``, and installs it where runs find it (harness.analysis.calibration_limit.default_path) unless
 ``--no-install``. Runs whose load per worker exceeds the limit are stamped client-bound in run.json.
 """
 
@@ -20,17 +20,18 @@ import shutil
 import time
 from pathlib import Path
 
+from harness.analysis.calibration_limit import ENV, FILE, default_path
 from harness.calibration import levels as L
 from harness.calibration import result
-from harness.calibration.limit import ENV, FILE, default_path
-from harness.cli import CliError
+from harness.usage import CliError
 
 DEFAULT_LEVELS = "16,64,128,256,384,512"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-ms", type=float, default=1.0, help="p99 error budget of TTFT and ITL, ms (default 1)")
-    p.add_argument("--out", default="reports/calibration", help="output dir (default %(default)s)")
+    p.add_argument("--out", default="reports/calibration",
+                   help="output dir, relative to the current directory (default %(default)s)")
     p.add_argument("--levels", default=DEFAULT_LEVELS,
                    help="load levels, comma separated: STREAMS or STREAMS@TOKENS_PER_S (default %(default)s; "
                         f"without @ a stream offers {L.TOKENS_PER_STREAM_S:g} tokens/s, i.e. 256 -> 10k)")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--duration-per-level must be >= 3 s, got {args.duration_per_level}")
     if not 0 <= args.warmup < args.duration_per_level - 1:
         raise CliError(f"--warmup must be >= 0 and leave at least 1 s of the level, got {args.warmup}")
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     saved = os.environ.get(ENV)
     os.environ[ENV] = "off"  # the level runs must not judge themselves by an older calibration
     started, t0 = dt.datetime.now().astimezone(), time.monotonic()

@@ -1,0 +1,92 @@
+"""One sweep point: the server's and Locust's command lines, the headless run, its analysis and point.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.analysis.frame import load_frame, records_path
+from harness.analysis.report import build_report
+from harness.analysis.summary import analyse, parse_slo, write_summary
+from harness.analysis.sweep_report import SweepPlan
+from harness.server_process import serve_command
+
+POINT_FILE = "point.json"
+
+
+def server_command(args: argparse.Namespace, cap: int, port: int) -> list[str]:
+    """The server of one cap: ``--server-cmd`` with ``{port}``/``{cap}``, else the bundled ``harness serve``."""
+    if args.server_cmd:
+        try:
+            return shlex.split(args.server_cmd.format(port=port, cap=cap))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"--server-cmd: bad template ({exc}); use {{port}} and {{cap}}") from None
+    return serve_command(["--model", args.model, "--max-concurrent-requests", str(cap),
+                          "--graceful-termination-timeout", "5", *shlex.split(args.server_args or "")], port)
+
+
+def locust_command(args: argparse.Namespace, plan: SweepPlan, host: str, load: float, run_dir: Path,
+                   scrape: bool) -> list[str]:
+    """``locust --headless`` for one point (closed loop: -u LOAD; open loop: --rate LOAD) into ``run_dir``."""
+    run_s = max(1, int(round(args.duration + args.warmup)))
+    cmd = [sys.executable, "-m", "locust", "-f", str(args.scenario), "--host", host, "--headless",
+           "-t", f"{run_s}s", "--run-dir", str(run_dir), "--only-summary", "--loglevel", "WARNING",
+           "--input-tokens", args.input_tokens, "--output-tokens", args.output_tokens]
+    if plan.axis == "users":
+        cmd += ["-u", str(int(load)), "-r", str(int(load))]
+    else:
+        cmd += ["-u", "1", "-r", "1", "--rate", f"{load:g}"]
+    if scrape:
+        cmd.append("--scrape-metrics")
+    return cmd + shlex.split(args.locust_args or "")
+
+
+def run_point(args: argparse.Namespace, plan: SweepPlan, cap: int | None, load: float, host: str,
+              scrape: bool) -> dict:
+    """Run Locust for one point, analyse it, write point.json; returns the point's record."""
+    d = plan.point_dir(cap, load)
+    if d.exists():  # an interrupted earlier attempt: start the point afresh
+        for name in ("records.jsonl", "server_metrics.jsonl", "summary.json", "summary.md", "run.json"):
+            (d / name).unlink(missing_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
+    cmd = locust_command(args, plan, host, load, d, scrape)
+    (d / "locust.cmd").write_text(shlex.join(cmd) + "\n")
+    timeout = args.duration + args.warmup + 120
+    with open(d / "locust.log", "wb") as log:
+        try:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=d, timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = -9
+    rp = records_path(d)
+    point = {"cap": cap, "load": load, "axis": plan.axis, "run_dir": str(d), "locust_exit_code": rc,
+             "complete": False}
+    if not rp.exists() or rp.stat().st_size == 0:
+        point["error"] = f"locust exited with {rc} and wrote no records; see {d / 'locust.log'}"
+        return point
+    slo = parse_slo(args.slo)
+    frame = load_frame(d, slo)
+    summary, _ = analyse(frame, slo, warmup_s=args.warmup)
+    write_summary(summary, d / "analysis", f"cap {cap} / {plan.axis} {load:g}")
+    if not args.no_point_reports:
+        build_report(d, d / "report", slo, warmup_s=args.warmup)
+    point.update(complete=rc in (0, 1), summary=summary,
+                 steady_window=summary.get("steady_window_info"))
+    if rc not in (0, 1):
+        point["error"] = f"locust exited with {rc}; see {d / 'locust.log'}"
+    (d / POINT_FILE).write_text(json.dumps(point, indent=2))
+    return point
+
+
+def completed_point(plan: SweepPlan, cap: int | None, load: float) -> dict | None:
+    """The point's record when an earlier run completed it (resume), else None."""
+    p = plan.point_dir(cap, load) / POINT_FILE
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if data.get("complete") else None
