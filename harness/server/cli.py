@@ -87,10 +87,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch-prefill-tokens", type=_count(1), default=4096)
     g.add_argument("--waiting-served-ratio", type=_real(0), default=1.2)
     g.add_argument("--max-waiting-tokens", type=_count(0), default=20)
+    g.add_argument("--prefix-cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="reuse the KV of prompt prefixes across requests in blocks of 16 tokens (as vLLM "
+                        "and TGI do by default; outputs are unchanged); usage reports "
+                        "prompt_tokens_details.cached_tokens (default: on)")
+    g.add_argument("--prefix-cache-mb", type=_real(0), default=512.0,
+                   help="KV memory the prefix cache may hold, MiB; least recently used blocks are "
+                        "evicted beyond it (default: %(default)s)")
     g = p.add_argument_group("simulated backend (--model simulated)")
     g.add_argument("--sim-ttft-ms", type=_real(0), default=50.0, help="base time to first token")
     g.add_argument("--sim-ttft-per-input-token-ms", type=_real(0), default=0.0,
-                   help="added to TTFT per input token")
+                   help="added to TTFT per input token not found in the emulated prefix cache")
     g.add_argument("--sim-itl-ms", type=_real(0), default=20.0, help="inter-token latency")
     g.add_argument("--sim-jitter-ms", type=_real(0), default=0.0, help="uniform +-jitter on each gap")
     g.add_argument("--sim-batch-slowdown", type=_real(0), default=0.0,
@@ -98,6 +105,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sim-output-tokens", type=_count(0), default=64,
                    help="natural output length incl. EOS (0: until max_new_tokens)")
     g.add_argument("--sim-seed", type=_count(0), default=0, help="seed of the jitter")
+    g.add_argument("--sim-reasoning-tokens", type=_count(0), default=0,
+                   help="reasoning tokens before the answer (OpenAI chat: delta.reasoning_content; "
+                        "usage.completion_tokens_details.reasoning_tokens); per request: "
+                        '"simulate": {"reasoning_tokens": N}, or 0 with '
+                        '"chat_template_kwargs": {"enable_thinking": false} (default: %(default)s)')
+    g.add_argument("--sim-tool-calls", type=_count(1), default=1,
+                   help="tool calls per response when the chat request carries tools (tool_choice "
+                        "auto/required/a name; none: a text answer); each is one name token then "
+                        "--sim-tool-call-fragments argument tokens, then EOS; finish_reason tool_calls "
+                        "(default: %(default)s)")
+    g.add_argument("--sim-tool-call-fragments", type=_count(1), default=8,
+                   help="argument fragments (delta.tool_calls[].function.arguments pieces) per tool "
+                        "call (default: %(default)s)")
+    g.add_argument("--sim-prefix-cache-blocks", type=_count(0), default=0,
+                   help="emulated prefix cache: LRU capacity in blocks; TTFT costs "
+                        "--sim-ttft-per-input-token-ms only for uncached tokens and usage reports "
+                        "cached_tokens (0: off; default: %(default)s)")
+    g.add_argument("--sim-prefix-block-tokens", type=_count(1), default=16,
+                   help="emulated prefix cache block size in tokens (words): cached_tokens is a "
+                        "multiple of it (default: %(default)s)")
     # Environment variables (TGI names) become defaults; they are checked like the options.
     for action in p._actions:
         env = ENV.get(action.dest)

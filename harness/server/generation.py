@@ -49,6 +49,7 @@ class Collected:
     top_tokens: list[list[TokenInfo]] = field(default_factory=list)
     last: StepOutput | None = None
     timing: Timing | None = None
+    outputs: list[StepOutput] = field(default_factory=list)  #: every output, in order
 
 
 class Service:
@@ -113,6 +114,7 @@ class Service:
         result = Collected(timing=timing)
         async for out in self.steps(valid, timing, streaming=False, record=record):
             result.tokens.append(out.token)
+            result.outputs.append(out)
             if out.top_tokens:
                 result.top_tokens.append(out.top_tokens)
             result.last = out

@@ -88,3 +88,12 @@ class OpenAIRequestError(InferError):
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
         self.error_type = error_type
+
+
+class ToolError(InferError):
+    """TGI ``InferError::ToolError``: 422 ``tool_error``, text ``Tool error: ...``."""
+
+    status, error_type, metric = 422, "tool_error", "validation"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Tool error: {detail}")

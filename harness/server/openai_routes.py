@@ -5,7 +5,8 @@ Mapping to TGI parameters (``router/src/server.rs``): ``temperature: 0`` -> gree
 (``do_sample`` false), any other value or none -> sampling; ``max_tokens`` (alias
 ``max_completion_tokens``) -> ``max_new_tokens``; ``presence_penalty`` -> ``repetition_penalty =
 presence_penalty + 2``; ``top_logprobs`` -> ``top_n_tokens``; ``response_format`` -> grammar
-(refused: not supported); ``tools`` -> 422 ``tool_error`` (not supported); ``model`` other than
+(refused: not supported); ``tools``: see :mod:`harness.server.openai_extras` (422
+``tool_error`` on backends without tool support); ``model`` other than
 ``tgi`` is echoed back (TGI treats it as an adapter id and falls back to the base model).
 
 Streams end with ``data: [DONE]``. Chat chunks all carry ``role``; a special token gives
@@ -32,6 +33,14 @@ from harness.server.generation import Service, Timing
 from harness.server.httputil import check_auth, error_response, json_response, read_json, request_id
 from harness.server.infer_errors import InferError, OpenAIRequestError, RequestRejected, TemplateFailed
 from harness.server.native_routes import stream_headers
+from harness.server.openai_extras import (
+    ChatDeltas,
+    chat_message,
+    chat_script,
+    completion_script,
+    usage,
+    with_tool_prompt,
+)
 from harness.server.schemas import (
     ChatCompletion,
     ChatRequest,
@@ -46,13 +55,6 @@ from harness.server.sse_response import Chunk, SSEResponse, cancel_on_disconnect
 FINGERPRINT = f"{VERSION}-native"
 DONE = b"data: [DONE]\n\n"
 _ERRORS = {422: {"model": ErrorResponse}, 424: {"model": ErrorResponse}, 429: {"model": ErrorResponse}}
-
-
-class ToolError(InferError):
-    status, error_type, metric = 422, "tool_error", "validation"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"Tool error: {detail}")
 
 
 def _body_doc(model: type) -> dict:
@@ -152,10 +154,9 @@ def build_router(svc: Service) -> APIRouter:
 
     # -- chat ----------------------------------------------------------------------------
     def chat_params(req: ChatRequest) -> GenerateParameters:
-        if req.tools:
-            raise ToolError("tools are not supported by this server")
+        script = chat_script(req, svc.backend)  # tools (ToolError) and simulation overrides
         do_sample, temperature = _sampling(req.temperature)
-        return GenerateParameters.model_construct(
+        p = GenerateParameters.model_construct(
             max_new_tokens=req.max_tokens if req.max_tokens is not None else req.max_completion_tokens,
             do_sample=do_sample, temperature=temperature, top_p=req.top_p, seed=req.seed,
             stop=_stop(req.stop), frequency_penalty=req.frequency_penalty,
@@ -163,13 +164,16 @@ def build_router(svc: Service) -> APIRouter:
             top_n_tokens=req.top_logprobs if req.logprobs else None, details=True,
             grammar=req.response_format, best_of=None, top_k=None, typical_p=None, truncate=None,
             return_full_text=False, decoder_input_details=False, watermark=False, adapter_id=None)
+        p._script = script
+        return p
 
     async def chat_events(req: ChatRequest, prompt: str, p: GenerateParameters, timing: Timing) -> AsyncIterator[Chunk]:
         permits: list = []
         model = _model_name(svc, req.model)
         head = (f'{{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
                 f'"model":{encode_str(model)},"system_fingerprint":"{FINGERPRINT}","choices":[{{"index":0,'
-                f'"delta":{{"role":"assistant","content":')
+                f'"delta":')
+        deltas = ChatDeltas()
         try:
             permits, (valid,) = admit_all([prompt], p, timing, True)
             index = 0
@@ -178,18 +182,15 @@ def build_router(svc: Service) -> APIRouter:
                 lp = "null"
                 if req.logprobs:
                     lp = dumps({"content": [_logprob_entry(out.token, out.top_tokens)]})
-                fr = chat_finish(out.finish_reason)
-                text = "" if out.token.special else out.token.text
-                yield (f'data: {head}{encode_str(text)}}},"logprobs":{lp},'
+                fr = deltas.finish(out.finish_reason)
+                yield (f'data: {head}{deltas.delta(out)},"logprobs":{lp},'
                        f'"finish_reason":{"null" if fr is None else encode_str(fr)}}}],"usage":null}}\n\n'
                        ).encode(), index
                 if out.finish_reason is not None and req.stream_options and req.stream_options.include_usage:
-                    n_in = len(valid.input_ids)
-                    usage = {"prompt_tokens": n_in, "completion_tokens": out.generated_tokens,
-                             "total_tokens": n_in + out.generated_tokens}
+                    u = usage(len(valid.input_ids), out.generated_tokens, out.cached_tokens, out.reasoning_tokens)
                     yield (f'data: {{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
                            f'"model":{encode_str(model)},"system_fingerprint":"{FINGERPRINT}","choices":[],'
-                           f'"usage":{dumps(usage)}}}\n\n').encode(), 0
+                           f'"usage":{dumps(u)}}}\n\n').encode(), 0
         except InferError as exc:
             svc.metrics.failure(exc.metric)
             yield f'data: {dumps({"error": {"message": exc.message, "http_status_code": 422}})}\n\n'.encode(), 0
@@ -211,7 +212,8 @@ def build_router(svc: Service) -> APIRouter:
         try:
             p = chat_params(req)
             try:
-                prompt = svc.backend.apply_chat_template([text_message(m) for m in req.messages])
+                prompt = svc.backend.apply_chat_template(
+                    with_tool_prompt([text_message(m) for m in req.messages], req, svc.backend))
             except ValueError as exc:
                 raise TemplateFailed(str(exc)) from None
         except InferError as exc:
@@ -227,6 +229,7 @@ def build_router(svc: Service) -> APIRouter:
         (valid, c), = result
         last = c.last
         n_in = len(valid.input_ids)
+        message, finish = chat_message(c.outputs)
         logprobs = None
         if req.logprobs:
             tops = c.top_tokens if c.top_tokens else [[] for _ in c.tokens]
@@ -234,10 +237,9 @@ def build_router(svc: Service) -> APIRouter:
         return json_response({
             "object": "chat.completion", "id": "", "created": int(time.time()),
             "model": _model_name(svc, req.model), "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": last.generated_text or ""},
-                         "logprobs": logprobs, "finish_reason": chat_finish(last.finish_reason)}],
-            "usage": {"prompt_tokens": n_in, "completion_tokens": last.generated_tokens,
-                      "total_tokens": n_in + last.generated_tokens}}, headers={"x-request-id": rid})
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}],
+            "usage": usage(n_in, last.generated_tokens, last.cached_tokens, last.reasoning_tokens)},
+            headers={"x-request-id": rid})
 
     async def _run_non_stream(request: Request, prompts: list[str], p: GenerateParameters, timing: Timing):
         permits: list = []
@@ -276,6 +278,7 @@ def build_router(svc: Service) -> APIRouter:
             repetition_penalty=req.repetition_penalty, details=True, grammar=None, best_of=None, top_k=None,
             typical_p=None, truncate=None, return_full_text=False, decoder_input_details=False,
             watermark=False, adapter_id=None, top_n_tokens=None)
+        p._script = completion_script(req)
         return prompts, p
 
     async def completion_events(req: CompletionRequest, prompts: list[str], p: GenerateParameters,
@@ -295,12 +298,11 @@ def build_router(svc: Service) -> APIRouter:
                            f'"text":{encode_str(text)},"logprobs":null,"finish_reason":""}}],"model":{model},'
                            f'"system_fingerprint":"{FINGERPRINT}"}}\n\n').encode(), index
                     continue
-                n_in = len(valids[i].input_ids)
-                usage = dumps({"prompt_tokens": n_in, "completion_tokens": out.generated_tokens,
-                               "total_tokens": n_in + out.generated_tokens})
+                u = dumps(usage(len(valids[i].input_ids), out.generated_tokens, out.cached_tokens,
+                                out.reasoning_tokens))
                 yield (f'data: {{"object":"text_completion","id":"","created":{created},"choices":[{{"index":{i},'
                        f'"text":{encode_str(text)},"logprobs":null,"finish_reason":"{out.finish_reason}"}}],'
-                       f'"model":{model},"system_fingerprint":"{FINGERPRINT}","usage":{usage}}}\n\n').encode(), index
+                       f'"model":{model},"system_fingerprint":"{FINGERPRINT}","usage":{u}}}\n\n').encode(), index
         except InferError as exc:
             svc.metrics.failure(exc.metric)
             yield f'data: {dumps({"error": {"message": exc.message, "http_status_code": 422}})}\n\n'.encode(), 0
@@ -332,16 +334,20 @@ def build_router(svc: Service) -> APIRouter:
         result = await _run_non_stream(request, prompts, p, timing)
         if isinstance(result, Response):
             return result
-        choices, n_in, n_out = [], 0, 0
+        choices, n_in, n_out, cached, reasoning = [], 0, 0, None, None
         for i, (valid, c) in enumerate(result):
             choices.append({"index": i, "text": c.last.generated_text or "", "logprobs": None,
                             "finish_reason": chat_finish(c.last.finish_reason)})
             n_in += len(valid.input_ids)
             n_out += c.last.generated_tokens
+            if c.last.cached_tokens is not None:
+                cached = (cached or 0) + c.last.cached_tokens
+            if c.last.reasoning_tokens is not None:
+                reasoning = (reasoning or 0) + c.last.reasoning_tokens
         return json_response({
             "object": "text_completion", "id": "", "created": int(time.time()),
             "model": _model_name(svc, req.model), "system_fingerprint": FINGERPRINT, "choices": choices,
-            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}},
+            "usage": usage(n_in, n_out, cached, reasoning)},
             headers={"x-request-id": rid})
 
     return router

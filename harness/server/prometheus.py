@@ -3,7 +3,9 @@ renders them: names as-is (counters without a ``_total`` suffix), ``# TYPE`` lin
 with ``_bucket{le=...}``/``_sum``/``_count``, and a series only after its first recording.
 
 A tiny in-process registry (no locks: everything runs on the event loop thread). Gauges
-(``tgi_queue_size``, ``tgi_batch_current_size``, ``tgi_batch_current_max_tokens``) are pulled from ``backend.stats()`` at scrape time.
+(``tgi_queue_size``, ``tgi_batch_current_size``, ``tgi_batch_current_max_tokens``) are pulled from ``backend.stats()`` at scrape time,
+as are the ``harness_prefix_cache_*`` series when the backend has a prefix cache
+(:data:`PREFIX_CACHE_SERIES`).
 
 Buckets (TGI ``server.rs``): durations 35 geometric steps from 0.00015 s (x1.5);
 ``input_length`` 100 linear steps up to max_input_tokens; ``generated_tokens`` and
@@ -15,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 
-from harness.server.backends.base import EngineStats
+from harness.server.backends.base import EngineStats, PrefixCacheStats
 
 DURATION_BUCKETS = [0.00015 * 1.5**i for i in range(35)]
 
@@ -57,6 +59,28 @@ class Histogram:
         lines.append(f"{name}_sum {_fmt(self.sum)}")
         lines.append(f"{name}_count {self.count}")
         return lines
+
+
+#: The prefix-cache series (TGI has none; named like TGI's, counters without ``_total``):
+#: (name, type, PrefixCacheStats field). Token hit rate = hits / queries.
+PREFIX_CACHE_SERIES = (
+    ("harness_prefix_cache_queries", "counter", "queries"),  # prompt tokens looked up
+    ("harness_prefix_cache_hits", "counter", "hits"),  # of those, tokens whose KV was reused
+    ("harness_prefix_cache_requests", "counter", "requests"),  # lookups (one per request)
+    ("harness_prefix_cache_hit_requests", "counter", "hit_requests"),  # lookups reusing >= 1 block
+    ("harness_prefix_cache_evictions", "counter", "evicted"),  # blocks evicted (LRU)
+    ("harness_prefix_cache_tokens", "gauge", "tokens"),  # tokens held now
+    ("harness_prefix_cache_bytes", "gauge", "bytes"),  # KV bytes held now (0: emulated cache)
+    ("harness_prefix_cache_capacity_bytes", "gauge", "capacity_bytes"),  # --prefix-cache-mb in bytes
+)
+
+
+def prefix_cache_lines(stats: PrefixCacheStats) -> list[str]:
+    """The :data:`PREFIX_CACHE_SERIES` lines of one scrape."""
+    lines: list[str] = []
+    for name, kind, attr in PREFIX_CACHE_SERIES:
+        lines += [f"# TYPE {name} {kind}", f"{name} {_fmt(getattr(stats, attr))}"]
+    return lines
 
 
 class Metrics:
@@ -109,6 +133,8 @@ class Metrics:
             for name, value in (("tgi_queue_size", s.queue_size), ("tgi_batch_current_size", s.batch_size),
                                 ("tgi_batch_current_max_tokens", s.batch_max_tokens)):
                 lines += [f"# TYPE {name} gauge", f"{name} {_fmt(value)}"]
+            if s.prefix_cache is not None:
+                lines += prefix_cache_lines(s.prefix_cache)
         for name in sorted(self.histograms):
             lines += self.histograms[name].render(name)
         return "\n".join(lines) + "\n"

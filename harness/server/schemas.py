@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 _REQ = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)  # NaN/Infinity: 422, as TGI rejects them
 U32 = 2**32 - 1
@@ -56,6 +56,8 @@ class GenerateParameters(BaseModel):
     typical_p: float | None = Field(None, description="Typical decoding mass, 0 < p < 1.", examples=[0.95])
     watermark: bool | None = Field(None, description="Watermarking (accepted, ignored).")
     adapter_id: str | None = Field(None, description="LoRA adapter id (unknown ids fall back to the base model).")
+    #: set by the OpenAI routes (tools, simulation overrides), never read from a body
+    _script: Any = PrivateAttr(None)
 
 
 class GenerateRequest(BaseModel):
@@ -165,6 +167,48 @@ class Message(BaseModel):
     name: str | None = None
 
 
+class FunctionDefinition(BaseModel):
+    """OpenAI ``tools[].function`` (TGI also accepts ``arguments`` for ``parameters``)."""
+
+    model_config = _REQ
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$", description="Function name (OpenAI's rule: "
+                      "letters, digits, _ and -, at most 64)")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments object")
+    arguments: dict[str, Any] | None = Field(None, description="TGI's name for `parameters`")
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = _REQ
+    type: Literal["function"] = Field(description="Only functions are supported")
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    model_config = _REQ
+    name: str
+
+
+class ToolChoiceFunction(BaseModel):
+    """``{"type": "function", "function": {"name": ...}}``: call that function."""
+
+    model_config = _REQ
+    type: Literal["function"]
+    function: FunctionName
+
+
+class SimulateOptions(BaseModel):
+    """Per-request script for ``--model simulated`` (other backends ignore it); unset fields take
+    the ``--sim-*`` defaults."""
+
+    model_config = _REQ
+    reasoning_tokens: int | None = Field(None, ge=0, le=U32, description="Reasoning tokens before the answer")
+    output_tokens: int | None = Field(None, ge=0, le=U32, description="Answer tokens incl. EOS (0: no natural end)")
+    tool_calls: int | None = Field(None, ge=1, le=1024, description="Tool calls when tools are used")
+    tool_call_fragments: int | None = Field(None, ge=1, le=U32, description="Argument fragments per call")
+
+
 class ChatRequest(BaseModel):
     """Body of ``POST /v1/chat/completions``."""
 
@@ -185,10 +229,15 @@ class ChatRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: int | None = None
     logit_bias: Any = None
-    tools: list[Any] | None = Field(None, description="Not supported: 422 tool_error")
-    tool_choice: Any = None
-    tool_prompt: str | None = None
+    tools: list[Tool] | None = Field(None, min_length=1, description="Functions the model may call "
+                                     "(simulated backend only; real models: 422 tool_error)")
+    tool_choice: str | ToolChoiceFunction | None = Field(None, description="auto (default) | none | "
+                                                        "required | a function name | {type, function: {name}}")
+    tool_prompt: str | None = Field(None, description="Text appended with the tools to the last message")
     response_format: GrammarType | None = Field(None, description="Not supported: 422 validation")
+    chat_template_kwargs: dict[str, Any] | None = Field(None, description="vLLM/SGLang: "
+                                                        "`enable_thinking: false` turns reasoning off")
+    simulate: SimulateOptions | None = Field(None, description="Simulated backend: per-request script")
 
 
 class CompletionRequest(BaseModel):
@@ -207,17 +256,41 @@ class CompletionRequest(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     suffix: str | None = Field(None, description="Not supported: 422")
+    simulate: SimulateOptions | None = Field(None, description="Simulated backend: per-request script")
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(description="Prompt tokens whose KV came from the prefix cache")
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = Field(description="Completion tokens that were reasoning")
 
 
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = Field(None, description="When a prefix cache is on")
+    completion_tokens_details: CompletionTokensDetails | None = Field(None, description="When the model reasons")
+
+
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(description="JSON text")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: str = "function"
+    function: FunctionCallOut
 
 
 class ChatMessageOut(BaseModel):
     role: str
-    content: str
+    content: str | None = Field(description="null when the message is tool calls")
+    reasoning_content: str | None = Field(None, description="Present when the model reasoned")
+    tool_calls: list[ToolCallOut] | None = Field(None, description="Present when the model called tools")
 
 
 class ChatChoice(BaseModel):

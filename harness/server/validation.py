@@ -133,7 +133,8 @@ def validate(backend: Backend, cfg: ServerConfig, inputs: str, p: GenerateParame
     params = SamplingParams(
         max_new_tokens=mnt, do_sample=do_sample, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
         typical_p=p.typical_p, repetition_penalty=p.repetition_penalty,
-        frequency_penalty=p.frequency_penalty, seed=seed, stop=list(stop), top_n_tokens=top_n)
+        frequency_penalty=p.frequency_penalty, seed=seed, stop=list(stop), top_n_tokens=top_n,
+        script=p._script)
     rft = p.return_full_text if p.return_full_text is not None else return_full_text_default
     return ValidRequest(inputs=inputs, input_ids=ids, params=params, details=bool(p.details),
                         decoder_input_details=bool(p.decoder_input_details), return_full_text=rft,

@@ -25,6 +25,11 @@ def create_backend(args: argparse.Namespace) -> Backend:
             batch_slowdown=args.sim_batch_slowdown,
             output_tokens=args.sim_output_tokens,
             seed=args.sim_seed,
+            reasoning_tokens=args.sim_reasoning_tokens,
+            tool_calls=args.sim_tool_calls,
+            tool_call_fragments=args.sim_tool_call_fragments,
+            prefix_cache_blocks=args.sim_prefix_cache_blocks,
+            prefix_block_tokens=args.sim_prefix_block_tokens,
         )
     from harness.server.backends.transformers import TransformersBackend
 
@@ -36,4 +41,5 @@ def create_backend(args: argparse.Namespace) -> Backend:
         max_batch_prefill_tokens=args.max_batch_prefill_tokens,
         waiting_served_ratio=args.waiting_served_ratio,
         max_waiting_tokens=args.max_waiting_tokens,
+        prefix_cache_mb=args.prefix_cache_mb if args.prefix_cache else 0.0,
     )

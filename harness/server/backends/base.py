@@ -26,6 +26,38 @@ class GenerationError(Exception):
     """The backend failed while generating; the app answers 424 ``generation``."""
 
 
+#: :attr:`StepOutput.kind` values: what a generated token is part of. Native TGI routes send every
+#: kind as an ordinary token; the OpenAI chat route sends ``reasoning`` as
+#: ``delta.reasoning_content``, ``tool_call`` (text: the function name) as the head of a
+#: ``delta.tool_calls`` entry and ``tool_arguments`` as that entry's argument fragments.
+ANSWER, REASONING, TOOL_CALL, TOOL_ARGUMENTS = "answer", "reasoning", "tool_call", "tool_arguments"
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    """A function the request offers (OpenAI ``tools[i].function``): name and JSON-schema parameters."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Script:
+    """Per-request behaviour a simulating backend follows (set by the OpenAI routes; a real model
+    ignores it). ``None`` fields fall back to the backend's ``--sim-*`` defaults.
+
+    ``tools``: the functions the model calls, in order (empty: answer with text); ``tool_calls``:
+    how many calls (call i uses ``tools[i % len(tools)]``); ``reasoning_tokens``: reasoning tokens
+    before the answer (0: none); ``output_tokens``: answer length incl. EOS; ``tool_call_fragments``:
+    argument fragments per call."""
+
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_calls: int | None = None
+    tool_call_fragments: int | None = None
+    reasoning_tokens: int | None = None
+    output_tokens: int | None = None
+
+
 @dataclass(slots=True)
 class SamplingParams:
     """Validated per-request generation parameters (TGI's GenerateParameters after defaults).
@@ -46,6 +78,7 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     top_n_tokens: int = 0
+    script: Script | None = None  #: OpenAI routes: tools and simulation overrides (see :class:`Script`)
 
 
 @dataclass(slots=True)
@@ -81,6 +114,13 @@ class StepOutput:
     queued_ns: int | None = None  #: request entered the backend queue
     started_ns: int | None = None  #: prefill of this request began
     finished_ns: int | None = None
+    kind: str = ANSWER  #: ANSWER | REASONING | TOOL_CALL | TOOL_ARGUMENTS
+    tool_index: int = 0  #: TOOL_CALL / TOOL_ARGUMENTS: which call of the response (0, 1, ...)
+    tool_call_id: str | None = None  #: TOOL_CALL only: the call's id (``call_...``)
+    #: last output only: prompt tokens whose KV came from the prefix cache (None: the backend has no
+    #: prefix cache, or it is off); reasoning tokens generated (None: the backend does not reason)
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 class GenerationStream(abc.ABC):
@@ -105,6 +145,27 @@ class EngineStats:
     queue_size: int = 0
     batch_size: int = 0
     batch_max_tokens: int = 0  #: sum over running rows of (input + max_new_tokens)
+    prefix_cache: PrefixCacheStats | None = None  #: None: no prefix cache (or it is off)
+
+
+@dataclass(slots=True)
+class PrefixCacheStats:
+    """Prefix-cache counters (since start) and gauges, in tokens unless said otherwise.
+
+    ``queries``: prompt tokens looked up; ``hits``: of those, tokens whose KV was reused (token hit
+    rate = hits / queries, as vLLM's ``prefix_cache_hits``/``prefix_cache_queries``);
+    ``requests``/``hit_requests``: lookups, and lookups with at least one block reused;
+    ``evicted``: blocks evicted (LRU); ``tokens``: tokens held now; ``bytes``/``capacity_bytes``:
+    KV memory held now and its bound (0 for an emulated cache)."""
+
+    queries: int = 0
+    hits: int = 0
+    requests: int = 0
+    hit_requests: int = 0
+    evicted: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    capacity_bytes: int = 0
 
 
 class Backend(abc.ABC):
@@ -117,6 +178,8 @@ class Backend(abc.ABC):
     #: "cpu" / "cuda" etc. and the torch dtype name, for /info and logs
     device: str = "cpu"
     dtype: str = "n/a"
+    #: the chat route accepts ``tools`` (else 422 ``tool_error``) and follows :class:`Script`
+    supports_tools: bool = False
 
     @abc.abstractmethod
     async def start(self) -> None:

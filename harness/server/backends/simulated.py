@@ -13,17 +13,37 @@ request seed when sampling, else with a hash of the input ids (greedy is determi
 word has a fixed logprob ``-ln(rank + 2) / 2``.
 
 Schedule (absolute; a late wake-up shortens the next wait, no cumulative drift), in ms:
-- first token at ``arrival + ttft_ms + ttft_per_input_token_ms * input_len``, where arrival is
-  when the HTTP layer received the request (:data:`~harness.server.backends.base.REQUEST_ARRIVAL_NS`;
-  the submit time when called outside a request);
+- first token at ``arrival + ttft_ms + ttft_per_input_token_ms * (input_len - cached_tokens)``,
+  where arrival is when the HTTP layer received the request
+  (:data:`~harness.server.backends.base.REQUEST_ARRIVAL_NS`; the submit time when called outside a
+  request) and ``cached_tokens`` comes from the emulated prefix cache (0 when it is off);
 - token k+1 at ``t_k + itl_ms * (1 + batch_slowdown * (running - 1)) + U(-jitter_ms, +jitter_ms)``
   (the gap is clamped at >= 0; ``running`` = streams of this backend not finished, at that
   moment; jitter from a generator seeded by ``sim_seed`` and the request number).
 
-End: the request's ``output_tokens``-th token (default ``--sim-output-tokens``) is EOS
-(``finish_reason`` ``eos_token``) unless ``max_new_tokens`` is reached first or at the same token
-(``length`` wins, as in TGI) or a stop sequence appears in the text (``stop_sequence``).
-``output_tokens`` <= 0 means no natural end.
+Token sequence of one request (``R`` reasoning tokens, ``N`` answer tokens incl. EOS, ``K`` tool
+calls of ``F`` argument fragments; per-request values from :class:`~harness.server.backends.base.Script`,
+else the backend defaults):
+- tokens 1..R are reasoning words (kind ``reasoning``);
+- without tools: tokens R+1..R+N are the answer, the last one EOS (``N`` <= 0: no natural end);
+- with tools: per call one ``tool_call`` token (text: the function name) then ``F`` ``tool_arguments``
+  tokens whose texts concatenate to the call's JSON arguments, then EOS: R + K * (1 + F) + 1 tokens.
+  Call i uses ``tools[i % len(tools)]``; its arguments hold one value per property of the function's
+  ``parameters`` (enum: the first value; string: a word; integer 0-99; number 0.0-99.9; boolean;
+  array ``[]``; object ``{}``), drawn from the request's word generator; a JSON text shorter than F
+  characters is padded with spaces before its closing brace; fragment j is
+  ``text[j*L//F:(j+1)*L//F]`` (L = its length). Call ids are ``call_<request no>_<i>``.
+``max_new_tokens`` cuts any of these (``length`` wins over EOS at the same token, as in TGI); a stop
+sequence in the text ends with ``stop_sequence``. Natural end is ``eos_token``.
+
+Emulated prefix cache (``prefix_cache_blocks`` > 0): the prompt ids are cut into blocks of
+``prefix_block_tokens`` (B) tokens, each keyed by its tokens and its parent block's key (a hash
+chain, as vLLM's). A lookup reuses the longest run of cached blocks from the start, over at most
+``floor((input_len - 1) / B)`` blocks (at least one token is always computed, as vLLM), so
+``cached_tokens = B * blocks found``. A request's ``floor(input_len / B)`` full blocks enter the cache
+when its first token is emitted (its prefill is done); a request that arrives before that misses
+them. The cache holds at most ``prefix_cache_blocks`` blocks; the least recently used are evicted
+(a chain's deeper blocks before its start). ``cached_tokens`` is reported on the last output.
 
 Timing machinery: one :class:`Ticker` per backend instead of one timer per token per stream. A
 stream whose next token is not yet due puts ``(due, seq, future)`` on the ticker's heap and awaits
@@ -38,22 +58,31 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import math
 import random
 import re
 import time
 import zlib
+from collections import OrderedDict
 from typing import Any
 
 from harness.server.backends.base import (
+    ANSWER,
+    REASONING,
     REQUEST_ARRIVAL_NS,
+    TOOL_ARGUMENTS,
+    TOOL_CALL,
     Backend,
     EngineStats,
     GenerationError,
     GenerationStream,
+    PrefixCacheStats,
     SamplingParams,
+    Script,
     StepOutput,
     TokenInfo,
+    ToolSpec,
 )
 
 WORDS: tuple[str, ...] = tuple(
@@ -128,12 +157,100 @@ class Ticker:
         self._heap.clear()
 
 
+class EmulatedPrefixCache:
+    """A bounded LRU of prompt blocks keyed by a hash chain (module docstring); no KV, only keys.
+
+    A key is ``(parent key's hash, block token ids)``: equal keys mean equal prefixes up to that block
+    (the tokens are compared, the parent only by hash)."""
+
+    def __init__(self, capacity_blocks: int, block_tokens: int = 16) -> None:
+        self.capacity = capacity_blocks
+        self.block = block_tokens
+        self._lru: OrderedDict[tuple[int, tuple[int, ...]], None] = OrderedDict()
+        self.stats = PrefixCacheStats()
+
+    def _keys(self, ids: list[int], n_blocks: int) -> list[tuple[int, tuple[int, ...]]]:
+        keys, parent, b = [], 0, self.block
+        for i in range(n_blocks):
+            key = (parent, tuple(ids[i * b:(i + 1) * b]))
+            keys.append(key)
+            parent = hash(key)
+        return keys
+
+    def lookup(self, ids: list[int]) -> int:
+        """Cached tokens for a prompt ``ids`` (a multiple of the block size, < len(ids)); the hit
+        blocks become the most recently used."""
+        hit = []
+        for key in self._keys(ids, max(len(ids) - 1, 0) // self.block):
+            if key not in self._lru:
+                break
+            hit.append(key)
+        for key in reversed(hit):  # the chain's start ends most recent: deeper blocks go first
+            self._lru.move_to_end(key)
+        st = self.stats
+        st.requests += 1
+        st.queries += len(ids)
+        st.hits += len(hit) * self.block
+        st.hit_requests += bool(hit)
+        return len(hit) * self.block
+
+    def insert(self, ids: list[int]) -> None:
+        """Cache the full blocks of ``ids`` (most recent first at the chain's start), evict LRU."""
+        lru = self._lru
+        for key in reversed(self._keys(ids, len(ids) // self.block)):
+            lru[key] = None
+            lru.move_to_end(key)
+        while len(lru) > self.capacity:
+            lru.popitem(last=False)
+            self.stats.evicted += 1
+        self.stats.tokens = len(lru) * self.block
+
+
+def _argument_value(schema: Any, rng: random.Random) -> Any:
+    """One deterministic value for a JSON-schema property (module docstring)."""
+    if not isinstance(schema, dict):
+        return WORDS[rng.randrange(len(WORDS))]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
+    if kind == "integer":
+        return rng.randrange(100)
+    if kind == "number":
+        return rng.randrange(1000) / 10
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    if kind == "null":
+        return None
+    return WORDS[rng.randrange(len(WORDS))]
+
+
+def tool_arguments(tool: ToolSpec, rng: random.Random, fragments: int) -> list[str]:
+    """The argument fragments of one call to ``tool`` (module docstring); ``fragments`` >= 1."""
+    props = tool.parameters.get("properties") if isinstance(tool.parameters, dict) else None
+    obj = {name: _argument_value(sub, rng) for name, sub in props.items()} if isinstance(props, dict) else {}
+    text = json.dumps(obj, ensure_ascii=False)
+    if len(text) < fragments:
+        text = text[:-1] + " " * (fragments - len(text)) + text[-1]
+    n = len(text)
+    return [text[j * n // fragments:(j + 1) * n // fragments] for j in range(fragments)]
+
+
 class SimulatedBackend(Backend):
     """Scripted token timing; see the module docstring for every formula."""
 
+    supports_tools = True
+
     def __init__(self, *, ttft_ms: float = 50.0, ttft_per_input_token_ms: float = 0.0,
                  itl_ms: float = 20.0, jitter_ms: float = 0.0, batch_slowdown: float = 0.0,
-                 output_tokens: int = 64, seed: int = 0, max_position_embeddings: int = 4096) -> None:
+                 output_tokens: int = 64, seed: int = 0, max_position_embeddings: int = 4096,
+                 reasoning_tokens: int = 0, tool_calls: int = 1, tool_call_fragments: int = 8,
+                 prefix_cache_blocks: int = 0, prefix_block_tokens: int = 16) -> None:
         self.model_id = "simulated"
         self.device = "cpu"
         self.dtype = "n/a"
@@ -145,6 +262,11 @@ class SimulatedBackend(Backend):
         self.batch_slowdown = batch_slowdown
         self.output_tokens = output_tokens
         self.seed = seed
+        self.reasoning_tokens = reasoning_tokens
+        self.tool_calls = tool_calls
+        self.tool_call_fragments = tool_call_fragments
+        self.prefix_cache = (EmulatedPrefixCache(prefix_cache_blocks, prefix_block_tokens)
+                             if prefix_cache_blocks > 0 else None)
         # Vocabulary: " word" at WORD_BASE + 2i, "word" at WORD_BASE + 2i + 1.
         self._words = [TokenInfo(WORD_BASE + 2 * i, " " + w, -math.log(i + 2) / 2, False)
                        for i, w in enumerate(WORDS)]
@@ -180,18 +302,18 @@ class SimulatedBackend(Backend):
         return t
 
     def tokenize(self, text: str) -> list[int]:
-        ids = []
-        for piece in _PIECE.findall(text):
-            tid = self._id_of.get(piece)
-            if tid is None:
-                if self._next_dynamic - DYNAMIC_BASE >= DYNAMIC_CAP:
-                    tid = UNK_ID
-                else:
-                    tid = self._id_of[piece] = self._next_dynamic
-                    self._text_of[tid] = piece
-                    self._next_dynamic += 1
-            ids.append(tid)
-        return ids
+        return [self.piece_id(piece) for piece in _PIECE.findall(text)]
+
+    def piece_id(self, piece: str) -> int:
+        """The id of one piece (a vocabulary word, else a dynamic id; ``<unk>`` past the cap)."""
+        tid = self._id_of.get(piece)
+        if tid is None:
+            if self._next_dynamic - DYNAMIC_BASE >= DYNAMIC_CAP:
+                return UNK_ID
+            tid = self._id_of[piece] = self._next_dynamic
+            self._text_of[tid] = piece
+            self._next_dynamic += 1
+        return tid
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self._text_of.get(i, "") for i in ids if i != EOS_ID)
@@ -217,8 +339,11 @@ class SimulatedBackend(Backend):
         return SimulatedStream(self, input_ids, params, self._requests)
 
     def stats(self) -> EngineStats:
+        pc = self.prefix_cache
         return EngineStats(queue_size=0, batch_size=len(self._running),
-                           batch_max_tokens=sum(s.max_tokens for s in self._running))
+                           batch_max_tokens=sum(s.max_tokens for s in self._running),
+                           prefix_cache=None if pc is None else PrefixCacheStats(**{
+                               k: getattr(pc.stats, k) for k in PrefixCacheStats.__slots__}))
 
     # -- helpers for SimulatedStream --------------------------------------------------------
     def gap_s(self, rng: random.Random) -> float:
@@ -229,11 +354,17 @@ class SimulatedBackend(Backend):
         return gap if gap > 0.0 else 0.0
 
 
+def _pick(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
 class SimulatedStream(GenerationStream):
     """One request's scripted token sequence."""
 
     __slots__ = ("_b", "_params", "_words_rng", "_jitter_rng", "_next_t", "_n", "_text_parts",
-                 "_tail", "_done", "_error", "max_tokens", "_queued_ns", "_natural", "_ticker")
+                 "_tail", "_done", "_error", "max_tokens", "_queued_ns", "_natural", "_ticker",
+                 "_reasoning", "_tools", "_calls", "_fragments", "_args", "_call_no", "_input_ids",
+                 "_cached", "_request_no")
 
     def __init__(self, backend: SimulatedBackend, input_ids: list[int], params: SamplingParams,
                  request_no: int) -> None:
@@ -245,15 +376,26 @@ class SimulatedStream(GenerationStream):
         self._jitter_rng = random.Random(backend.seed * 1_000_003 + request_no)
         self._ticker = backend.ticker()
         self._queued_ns = time.monotonic_ns()
+        self._request_no = request_no
+        script = params.script or Script()
+        self._reasoning = _pick(script.reasoning_tokens, backend.reasoning_tokens)
+        self._natural = _pick(script.output_tokens, backend.output_tokens)
+        self._tools = list(script.tools)
+        self._calls = _pick(script.tool_calls, backend.tool_calls) if self._tools else 0
+        self._fragments = max(1, _pick(script.tool_call_fragments, backend.tool_call_fragments))
+        self._args: list[str] = []
+        self._call_no = -1
+        self._input_ids = input_ids
+        pc = backend.prefix_cache
+        self._cached = pc.lookup(input_ids) if pc is not None else None
         arrival_ns = REQUEST_ARRIVAL_NS.get()
         anchor = arrival_ns / 1e9 if arrival_ns is not None else _monotonic()  # same CLOCK_MONOTONIC
-        self._next_t = anchor + backend.ttft_s + backend.ttft_per_token_s * len(input_ids)
+        self._next_t = anchor + backend.ttft_s + backend.ttft_per_token_s * (len(input_ids) - (self._cached or 0))
         self._n = 0
         self._text_parts: list[str] = []
         self._tail = ""
         self._done = False
         self._error: str | None = None
-        self._natural = backend.output_tokens
         self.max_tokens = len(input_ids) + params.max_new_tokens
         backend._running.add(self)
 
@@ -268,6 +410,29 @@ class SimulatedStream(GenerationStream):
     def cancel(self) -> None:
         self._finish()
 
+    def _next_token(self, n: int) -> tuple[TokenInfo, str, int, str | None]:
+        """Token ``n`` (1-based) of the script: (token, kind, tool index, call id)."""
+        b = self._b
+        if n <= self._reasoning:
+            return b._words[self._words_rng.randrange(len(b._words))], REASONING, 0, None
+        m = n - self._reasoning - 1  # 0-based after the reasoning
+        if self._calls:
+            per_call = 1 + self._fragments
+            call, j = divmod(m, per_call)
+            if call >= self._calls:
+                return EOS, ANSWER, 0, None
+            if j == 0:
+                self._call_no = call
+                tool = self._tools[call % len(self._tools)]
+                self._args = tool_arguments(tool, self._words_rng, self._fragments)
+                call_id = f"call_{self._request_no}_{call}"
+                return TokenInfo(b.piece_id(tool.name), tool.name, -0.5, False), TOOL_CALL, call, call_id
+            text = self._args[j - 1]
+            return TokenInfo(b.piece_id(text), text, -0.5, False), TOOL_ARGUMENTS, call, None
+        if m + 1 == self._natural:
+            return EOS, ANSWER, 0, None
+        return b._words[self._words_rng.randrange(len(b._words))], ANSWER, 0, None
+
     async def __anext__(self) -> StepOutput:
         if self._done:
             if self._error:
@@ -281,11 +446,11 @@ class SimulatedStream(GenerationStream):
             raise StopAsyncIteration
         b = self._b
         self._n = n = self._n + 1
+        if n == 1 and b.prefix_cache is not None:
+            b.prefix_cache.insert(self._input_ids)  # the prefill is done: its blocks are cached now
         p = self._params
-        if n == self._natural:
-            tok = EOS
-        else:
-            tok = b._words[self._words_rng.randrange(len(b._words))]
+        tok, kind, tool_index, call_id = self._next_token(n)
+        if tok is not EOS:
             self._text_parts.append(tok.text)
         top: list[TokenInfo] = []
         if p.top_n_tokens:
@@ -304,9 +469,12 @@ class SimulatedStream(GenerationStream):
             self._tail = tail[-max(len(s) for s in p.stop):]
         if finish is None:
             self._next_t += b.gap_s(self._jitter_rng)
-            return StepOutput(tok, top, generated_tokens=n)
+            return StepOutput(tok, top, generated_tokens=n, kind=kind, tool_index=tool_index,
+                              tool_call_id=call_id)
         self._finish()
         now = time.monotonic_ns()
         return StepOutput(tok, top, finish_reason=finish, generated_text="".join(self._text_parts),
                           generated_tokens=n, seed=p.seed if p.do_sample else None,
-                          queued_ns=self._queued_ns, started_ns=self._queued_ns, finished_ns=now)
+                          queued_ns=self._queued_ns, started_ns=self._queued_ns, finished_ns=now,
+                          kind=kind, tool_index=tool_index, tool_call_id=call_id, cached_tokens=self._cached,
+                          reasoning_tokens=min(n, self._reasoning) if self._reasoning or b.reasoning_tokens else None)

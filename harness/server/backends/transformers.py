@@ -2,6 +2,10 @@
 
 ``start()`` resolves and loads the model (``harness.server.models``) off the event loop, warms it
 up and starts the scheduler thread. ``submit()`` queues a request and returns its stream at once.
+``prefix_cache_mb`` > 0 gives the engine a :class:`~harness.server.engine.prefix_cache.PrefixCache`
+of that many MiB (``--prefix-cache-mb``; ``--no-prefix-cache`` passes 0). Tools are not supported
+(``supports_tools`` stays False: the chat route answers 422 ``tool_error``): that needs a tool
+grammar (constrained decoding), which this engine does not have.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ class TransformersBackend(Backend):
 
     def __init__(self, model: str, *, dtype: str = "auto", device: str = "auto",
                  max_batch_size: int | None = None, max_batch_prefill_tokens: int = 4096,
-                 waiting_served_ratio: float = 1.2, max_waiting_tokens: int = 20) -> None:
+                 waiting_served_ratio: float = 1.2, max_waiting_tokens: int = 20,
+                 prefix_cache_mb: float = 512.0) -> None:
         from harness.server.engine.policy import Policy
         from harness.server.models import preflight
 
@@ -36,6 +41,7 @@ class TransformersBackend(Backend):
         self._dtype_arg = dtype
         self._device_arg = device
         self.policy = Policy(max_batch_size, max_batch_prefill_tokens, waiting_served_ratio, max_waiting_tokens)
+        self.prefix_cache_bytes = int(prefix_cache_mb * 2**20)  #: 0: no prefix cache
         self.loaded: Any = None
         self.engine: Any = None
         self._thread: threading.Thread | None = None
@@ -44,6 +50,7 @@ class TransformersBackend(Backend):
     def load(self) -> None:
         """Load the model, warm it up and build the engine (blocking, on the engine thread)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from harness.server.engine.prefix_cache import PrefixCache
         from harness.server.engine.scheduler import Engine
         from harness.server.engine.warmup import warm_up
         from harness.server.models import load_model
@@ -55,7 +62,8 @@ class TransformersBackend(Backend):
         self.device = str(lm.device)
         self.dtype = lm.dtype_name
         warm_up(lm.model, lm.device, self.tokenize("Hello, warm-up prompt for the engine.") or [0])
-        self.engine = Engine(lm.model, lm.tokenizer, lm.device, lm.eos_token_ids, self.policy)
+        cache = PrefixCache(self.prefix_cache_bytes) if self.prefix_cache_bytes > 0 else None
+        self.engine = Engine(lm.model, lm.tokenizer, lm.device, lm.eos_token_ids, self.policy, cache)
 
     async def start(self) -> None:
         """Load, warm up and run the scheduler, all on one thread (see ``Engine.run``)."""

@@ -9,7 +9,9 @@ Rows are left-padded: every row's real tokens end at ``end``; padding columns ar
 the batch's 2-D attention mask. Batch-level operations:
 - :meth:`BatchCache.select_rows` keeps some rows (requests leaving);
 - :meth:`BatchCache.merge` concatenates two caches along the batch, left-padding the shorter one;
-- :meth:`BatchCache.trim_left` drops leading columns that are padding in every row (a view change).
+- :meth:`BatchCache.trim_left` drops leading columns that are padding in every row (a view change);
+- :meth:`BatchCache.preload` starts a cache from prefix-cache blocks (rows then have padding between
+  their cached prefix and their prompt's rest, see :func:`harness.server.engine.batch.prefill`).
 """
 
 from __future__ import annotations
@@ -112,6 +114,27 @@ class BatchCache(Cache):
         for layer in self.layers:
             layer.start += n
             layer._set_views()
+
+    def preload(self, width: int, extra: int, rows: list[torch.Tensor | None]) -> None:
+        """Start with ``width`` columns holding each row's cached prefix right-aligned (zeros in
+        front), with room for ``extra`` more columns. ``rows[i]``: ``[layers, 2, heads, c_i, dim]``
+        (``c_i`` <= ``width``) or None (no prefix: all zeros); at least one is not None."""
+        like = next(r for r in rows if r is not None)
+        shape = (len(rows), like.shape[2], _round_up(width + extra + 1), like.shape[4])
+        for index, layer in enumerate(self.layers):
+            k = torch.zeros(shape, dtype=like.dtype, device=like.device)
+            v = torch.zeros(shape, dtype=like.dtype, device=like.device)
+            for i, kv in enumerate(rows):
+                if kv is not None and kv.shape[3]:
+                    k[i, :, width - kv.shape[3]:width] = kv[index, 0]
+                    v[i, :, width - kv.shape[3]:width] = kv[index, 1]
+            layer.kbuf, layer.vbuf, layer.start, layer.end = k, v, 0, width
+            layer.dtype, layer.device, layer.is_initialized = like.dtype, like.device, True
+            layer._set_views()
+
+    def row_layers(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's live ``(keys, values)`` of one row, ``[heads, columns, dim]`` (views)."""
+        return [(layer.keys[row], layer.values[row]) for layer in self.layers]
 
     def merge(self, other: BatchCache) -> None:
         """Append ``other``'s rows after this cache's rows; the shorter side is left-padded with zeros."""

@@ -33,6 +33,7 @@ class Request:
         self.finish_reason: str | None = None
         self.queued_ns = time.monotonic_ns()
         self.started_ns: int | None = None
+        self.cached_tokens: int | None = None  #: prompt tokens taken from the prefix cache (None: no cache)
 
     @property
     def max_tokens(self) -> int:
@@ -67,4 +68,5 @@ class Request:
             out.generated_text = self.detok.text
             out.seed = self.params.seed if self.params.do_sample else None
             out.queued_ns, out.started_ns, out.finished_ns = self.queued_ns, self.started_ns, time.monotonic_ns()
+            out.cached_tokens = self.cached_tokens
         return out

@@ -9,6 +9,7 @@ under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ import torch
 from harness.server.backends.base import EngineStats, GenerationError
 from harness.server.engine.batch import Batch, prefill
 from harness.server.engine.policy import Policy
+from harness.server.engine.prefix_cache import PrefixCache
 from harness.server.engine.request import Request
 from harness.server.engine.sampling import choose
 from harness.server.engine.stream import Outbox
@@ -32,8 +34,9 @@ class Engine:
     """Owns the model, the waiting queue and the running batch."""
 
     def __init__(self, model: Any, tokenizer: Any, device: torch.device, eos_ids: frozenset[int],
-                 policy: Policy) -> None:
+                 policy: Policy, prefix_cache: PrefixCache | None = None) -> None:
         self.model = model
+        self.prefix_cache = prefix_cache
         self.tokenizer = tokenizer
         self.device = device
         self.eos_ids = eos_ids
@@ -92,7 +95,9 @@ class Engine:
     # ---- the loop ------------------------------------------------------------------------------
     def _update_stats(self) -> None:
         rows = self.batch.rows if self.batch is not None else []
-        self._stats = EngineStats(len(self._queue), len(rows), sum(r.max_tokens for r in rows))
+        pc = self.prefix_cache
+        self._stats = EngineStats(len(self._queue), len(rows), sum(r.max_tokens for r in rows),
+                                  None if pc is None else dataclasses.replace(pc.stats))
 
     def run(self) -> None:
         """The scheduler loop, on the calling thread, until :meth:`stop`.
@@ -172,8 +177,12 @@ class Engine:
         for req in joining:
             req.started_ns = now
         try:
-            new, logits = prefill(self.model, joining, [r.input_ids for r in joining], self.device)
+            prefixes = self._match(joining)
+            new, logits = prefill(self.model, joining, [r.input_ids for r in joining], self.device, prefixes)
             choice = choose(logits, [r.sampler for r in joining])
+            if self.prefix_cache is not None:
+                for i, req in enumerate(new.rows):
+                    self._remember(new, i, req.input_ids, req.cached_tokens or 0)
         except Exception as exc:  # noqa: BLE001 - fails the joining requests only, never the running batch
             log.error("prefill failed: %s", traceback.format_exc())
             for req in joining:
@@ -188,14 +197,37 @@ class Engine:
         else:
             self.batch.merge(new)
 
+    # ---- prefix cache ---------------------------------------------------------------------------
+    def _match(self, joining: list[Request]) -> list[torch.Tensor | None] | None:
+        """Each joining request's cached prefix KV (sets ``cached_tokens``); None without a cache."""
+        if self.prefix_cache is None:
+            return None
+        prefixes = []
+        for req in joining:
+            req.cached_tokens, kv = self.prefix_cache.match(req.input_ids)
+            prefixes.append(kv)
+        return prefixes
+
+    def _remember(self, batch: Batch, row: int, ids: list[int], skip_tokens: int = 0) -> None:
+        """Copy row ``row``'s full blocks of ``ids`` (its first ``len(ids)`` cached tokens) into the
+        prefix cache, from block ``skip_tokens // BLOCK`` on."""
+        assert self.prefix_cache is not None
+        columns = batch.mask[row].nonzero().squeeze(1)
+        self.prefix_cache.store(ids, batch.cache.row_layers(row), columns, skip_tokens // self.prefix_cache.block)
+
     def _emit(self, batch: Batch, choice: Any, outbox: Outbox) -> None:
-        """Turn chosen tokens into outputs; finished rows leave ``batch``."""
+        """Turn chosen tokens into outputs; finished rows leave ``batch`` (with a prefix cache, their
+        prompt + generated blocks are remembered first, for a next turn that repeats them)."""
         keep: list[int] = []
         for i, req in enumerate(batch.rows):
             out = req.accept(choice.ids[i], choice.logprobs[i], choice.top[i], self)
             outbox.put(req.stream, out)
             if out.finish_reason is None and not req.cancelled:
                 keep.append(i)
+            elif out.finish_reason is not None and self.prefix_cache is not None:
+                in_cache = int(batch.positions[i])  # the token chosen now is not in the cache yet
+                if in_cache // self.prefix_cache.block > len(req.input_ids) // self.prefix_cache.block:
+                    self._remember(batch, i, req.sampler.history[:in_cache])
         batch.set_last(choice.ids)
         if len(keep) != len(batch):
             if keep:
