@@ -10,4 +10,4 @@ if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; th
     echo "gpu_check: needs Python >= 3.11 as '$py' (set GPU_CHECK_PYTHON)" >&2
     exit 2
 fi
-exec timeout -k 10 "${GPU_CHECK_TIMEOUT_S:-540}" "$py" -u "$here/gpu_check.py" "$@"
+exec timeout -k 10 "${GPU_CHECK_TIMEOUT_S:-510}" "$py" -u "$here/gpu_check.py" "$@"
