@@ -1,6 +1,6 @@
 """Locust event listeners that run the harness side of a test (installed once, on import of harness.locust).
 
-Order of a run, per role (see reference/locust-streaming.md for Locust's own order):
+Order of a run, per role (Locust's own event order: its documentation on event hooks):
 - ``init_command_line_parser``: register the options (harness.locust.options);
 - ``init``: validate options (a bad one ends the process with one line, exit 2), bind the
   :class:`~harness.locust.run.RunContext`, install the web UI tabs (master/local);
@@ -23,7 +23,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.locust import shipping, webui
+from harness.locust import clock_sync, prometheus_exporter, shipping, webui
 from harness.locust.finalize import finalize
 from harness.locust.options import OptionError, register, resolve
 from harness.locust.run import RunContext, bind, current
@@ -51,6 +51,8 @@ def _die(message: str) -> None:
 @events.init_command_line_parser.add_listener
 def _on_parser(parser: Any) -> None:
     register(parser)
+    clock_sync.add_arguments(parser)
+    prometheus_exporter.add_arguments(parser)
 
 
 @events.init.add_listener
@@ -67,6 +69,8 @@ def _on_init(environment: Any, **_: Any) -> None:
         return
     ctx = RunContext(environment, role, opts)
     bind(ctx)
+    clock_sync.register(environment, role)  # workers' clocks onto the master's (distributed runs)
+    prometheus_exporter.register(environment, ctx)  # --prometheus-port
     if role == "master":
         environment.runner.register_message(shipping.MSG_FINAL, _on_final_message)
     if role != "worker":

@@ -19,7 +19,7 @@ from typing import Any
 import gevent
 
 from harness.client import new_request_id
-from harness.locust import request_events
+from harness.locust import prometheus_exporter, request_events
 from harness.locust.client_bound import ClientBoundMonitor
 from harness.locust.live import LiveStats
 from harness.locust.options import HarnessOptions
@@ -72,6 +72,7 @@ class RunContext:
         self.active = False
         self.finalized = False
         self.tests = 0
+        self.inflight = 0  #: requests stamped and not yet submitted (the exporter's in-flight gauge)
 
         self.schedule: Any = None  #: open loop: this process's shared arrival schedule
         self._pending: deque[tuple[RequestRecord, str | None]] = deque()
@@ -121,6 +122,7 @@ class RunContext:
         """Fill the identity fields of a new record."""
         rec.run_id, rec.scenario, rec.worker, rec.user = self.run_id, scenario, self.node, user
         rec.request_id = self.next_request_id()
+        self.inflight += 1
         return rec
 
     def submit(self, rec: RequestRecord, event_name: str | None = None) -> None:
@@ -133,6 +135,7 @@ class RunContext:
         synchronously: the 1 s flusher, every worker report, the end of a run. After the run
         (not active) records are processed at once.
         """
+        self.inflight -= 1
         if not self.active:
             self.drain()
             self.process(rec, event_name)
@@ -175,6 +178,7 @@ class RunContext:
             self.outbox.append(rec.to_json())
             return
         self.live.add(rec)
+        prometheus_exporter.observe(rec)
         if self.sink is not None:
             self.sink.write(rec)
         else:  # a request finishing after the run was closed: keep it rather than lose it

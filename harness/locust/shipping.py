@@ -20,6 +20,7 @@ from typing import Any
 
 import gevent
 
+from harness.locust import clock_sync, prometheus_exporter
 from harness.locust.run import RunContext
 
 logger = logging.getLogger("harness.locust")
@@ -33,7 +34,8 @@ def worker_payload(ctx: RunContext, final: bool) -> dict[str, Any]:
     ctx.drain()
     ctx.check_client_bound()
     return {"run_id": ctx.run_id, "node": ctx.node, "records": ctx.take_outbox(), "live": ctx.delta.take_delta(),
-            "client_bound": list(ctx.client_bound_reasons), "final": final}
+            "client_bound": list(ctx.client_bound_reasons), "final": final,
+            "inflight": ctx.inflight, "clock": clock_sync.worker_payload()}
 
 
 def send_final(ctx: RunContext) -> None:
@@ -67,6 +69,8 @@ def merge(ctx: RunContext, collector: Collector, client_id: str, payload: dict[s
     if payload.get("run_id") and payload["run_id"] != ctx.run_id:
         logger.warning("batch of run %s from %s arrived during run %s; kept", payload["run_id"], client_id, ctx.run_id)
     lines = payload.get("records") or []
+    lines = clock_sync.map_lines(ctx, client_id, payload, lines)  # worker's clock -> the master's
+    prometheus_exporter.observe_batch(client_id, payload, lines)
     if lines:
         if ctx.sink is not None:
             ctx.sink.write_lines(lines)

@@ -31,7 +31,8 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from harness.server.backends.base import TokenInfo
+from harness.server.backends.base import REQUEST_ARRIVAL_NS, TokenInfo
+from harness.server.request_log import log_request, trace_id_from_scope
 from harness.server.trace import TokenTrace
 
 encode_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -149,7 +150,9 @@ class SSEResponse(Response):
         watcher = loop.create_task(_watch_disconnect(receive, task, state))
         keepalive = loop.create_task(self._keepalive(send, state))
         trace = self.trace
-        prefix = TokenTrace.line_prefix(self.request_id) if trace else ""
+        trace_id = trace_id_from_scope(scope)  # the client's traceparent: logged and in the trace file
+        prefix = TokenTrace.line_prefix(self.request_id, trace_id) if trace else ""
+        events, first_ns, status = 0, 0, "failed"
         raw_send: Send = scope.get(RAW_SEND, send)
         record = trace.record if trace is not None else None
         now_ns = time.monotonic_ns
@@ -159,16 +162,23 @@ class SSEResponse(Response):
                 await raw_send({"type": "http.response.body", "body": payload, "more_body": True})
                 if index and record is not None:
                     record(prefix, index, now_ns())
+                if index:
+                    events = index
+                    if not first_ns:
+                        first_ns = now_ns()
                 state.last = loop_time()
             keepalive.cancel()
             await raw_send({"type": "http.response.body", "body": b"", "more_body": False})
+            status = "done"
         except asyncio.CancelledError:
             if not state.disconnected:
                 raise
             task.uncancel()
+            status = "disconnected"
         except OSError:  # the socket went away under a send
-            pass
+            status = "disconnected"
         finally:
+            log_request(self.request_id, trace_id, REQUEST_ARRIVAL_NS.get() or 0, first_ns, now_ns(), events, status)
             watcher.cancel()
             keepalive.cancel()
             with contextlib.suppress(Exception):
