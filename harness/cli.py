@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from harness.usage import CliError
@@ -30,6 +31,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("harness.demo", "stream one answer from the bundled server, then a short capacity sweep [server]"),
     "scenarios": ("harness.scenarios", "list the packaged Locust scenarios and their paths (for locust -f)"),
 }
+
+
+#: environment variable naming extension modules to import before a command runs (comma separated)
+PLUGINS_ENV = "HARNESS_PLUGINS"
+#: entry-point group of installed extension packages (docs/extending.md)
+PLUGINS_GROUP = "stream_harness.plugins"
+
+
+def load_plugins() -> list[str]:
+    """Import the extension modules of ``$HARNESS_PLUGINS`` and of the ``stream_harness.plugins`` entry
+    points, so the protocols, arrivals, metrics, plots and gate checks they register exist for this
+    command; CliError naming a module that does not import."""
+    from importlib.metadata import entry_points
+
+    names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
+    names += [ep.value.split(":")[0] for ep in entry_points(group=PLUGINS_GROUP)]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise CliError(f"${PLUGINS_ENV}: cannot import extension module {name!r}: {exc}") from None
+    return names
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -53,6 +76,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    try:
+        load_plugins()
+    except CliError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
     parser, modules = build_parser()
     args = parser.parse_args()
     if not args.command:

@@ -2,7 +2,7 @@
 
 - ``BareUser``: a stdlib socket (gevent-patched by Locust) + ``BufferedReader.readline`` loop; per
   token event: stamp ``time.monotonic_ns()`` and ``json.loads`` the event, as the harness does; per
-  request: TTFT and E2E request events (reference/locust-streaming.md section 3).
+  request: TTFT and E2E request events (the pattern Locust documents for streaming responses).
 - ``HttpxUser``: ``httpx.Client`` + ``httpx_sse.connect_sse``; same per-event and per-request work.
 Both send ``X-Request-Id`` and, when ``BENCH_TOKENS_FILE`` is set, append one JSON line
 ``{"request_id", "send_ns", "token_ns"}`` per request at the end of the run (so their stamps can be joined

@@ -7,6 +7,7 @@ HTML report) can tell what is in it. The steady window is shaded on every time a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,6 +214,25 @@ def server_vs_client(server: dict[str, tuple[str, list[int], list[float]]], ts: 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     return _save(fig, out / "server.png", "Server queue and batch vs client latency", series)
+
+
+#: extra plots of every report: ``fn(frame, out_dir) -> Plot | None`` (None: nothing to show for this run)
+PlotFn = Callable[[RunFrame, Path], "Plot | None"]
+EXTRA_PLOTS: dict[str, PlotFn] = {}
+
+
+def register_plot(name: str, fn: PlotFn) -> PlotFn:
+    """Add a plot to every report (the public extension point); ``fn(frame, out_dir)`` saves a PNG under
+    ``out_dir`` and returns its :class:`Plot` (see :func:`_save`), or None. ValueError when ``name`` is taken."""
+    if name in EXTRA_PLOTS:
+        raise ValueError(f"plot {name!r} already registered")
+    EXTRA_PLOTS[name] = fn
+    return fn
+
+
+def save_figure(fig, path: Path, title: str, series: list[str]) -> Plot:
+    """Save a matplotlib figure as a report plot (PNG, closed afterwards)."""
+    return _save(fig, path, title, series)
 
 
 def ensure_dir(path: str | os.PathLike[str]) -> Path:

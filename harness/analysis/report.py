@@ -64,6 +64,7 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         plots.append(P.timeline(frame, window, ts.t0_ns, pdir))
     plots.append(P.outcomes(full_outcomes, pdir))
     plots.append(P.token_agreement(frame, pdir))
+    plots += [p for fn in P.EXTRA_PLOTS.values() if (p := fn(frame, pdir)) is not None]
     note = (window.reason if window is not None else "no requests") if summary["steady_window_info"] and \
         summary["steady_window_info"]["applied"] else "not applied; whole run used" + (
             f" ({window.reason})" if window is not None else "")

@@ -94,3 +94,24 @@ def evaluate_rules(rules: Sequence[Rule], summary: dict) -> list[Verdict]:
         passed = (not math.isnan(val)) and OPS[r.op](val, r.threshold)
         out.append(Verdict(str(r), r.metric, passed, val, f"{r.op} {r.threshold:g}"))
     return out
+
+
+# --------------------------------------------------------------------------- named checks
+
+#: ``fn(summary) -> Verdict``: a check beyond ``<key> <op> <number>``, named in gate.toml's ``checks = [...]``
+CheckFn = Callable[[dict], Verdict]
+CHECKS: dict[str, CheckFn] = {}
+
+
+def register_check(name: str, fn: CheckFn) -> CheckFn:
+    """Add a named gate check (the public extension point): ``fn(summary)`` returns a :class:`Verdict`
+    (``kind="check"``); gate.toml enables it with ``checks = ["NAME"]``. ValueError when ``name`` is taken."""
+    if name in CHECKS:
+        raise ValueError(f"gate check {name!r} already registered")
+    CHECKS[name] = fn
+    return fn
+
+
+def evaluate_checks(names: Sequence[str], summary: dict) -> list[Verdict]:
+    """One :class:`Verdict` per named check (names validated when the rules file is read)."""
+    return [CHECKS[n](summary) for n in names]

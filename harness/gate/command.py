@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.analysis.rules import evaluate_rules
+from harness.analysis.rules import evaluate_checks, evaluate_rules
 from harness.analysis.summary import parse_slo
 from harness.gate.bootstrap import evaluate_regressions, read_run
 from harness.gate.config import load_config
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         base = read_run(args.baseline, slo) if args.baseline else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    verdicts = evaluate_rules(cfg.rules, cur.summary)
+    verdicts = evaluate_rules(cfg.rules, cur.summary) + evaluate_checks(cfg.checks, cur.summary)
     if base is not None:
         verdicts += evaluate_regressions(cur, base, cfg, slo)
     failed = sum(not v.passed for v in verdicts)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.analysis.rules import Rule, check_metric, parse_rule
+from harness.analysis.rules import CHECKS, Rule, check_metric, parse_rule
 from harness.analysis.summary import higher_is_better, parse_slo, run_keys, split_key
 
 
@@ -36,6 +36,7 @@ class GateConfig:
     resamples: int = 1000
     seed: int = 0
     slo: str | None = None
+    checks: list[str] = field(default_factory=list)  #: named checks (harness.analysis.rules.register_check)
 
 
 def parse_tolerance(metric: str, value: object) -> Regression:
@@ -69,9 +70,17 @@ def load_config(path: str | Path) -> GateConfig:
         raise ValueError(f"{p}: bad TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{p}: cannot read: {exc}") from None
-    unknown = set(data) - {"rules", "regression", "slo"}
+    unknown = set(data) - {"rules", "regression", "slo", "checks"}
     if unknown:
-        raise ValueError(f"{p}: unknown top-level key(s) {', '.join(sorted(unknown))}: expected rules, regression, slo")
+        raise ValueError(f"{p}: unknown top-level key(s) {', '.join(sorted(unknown))}: expected rules, regression, "
+                         f"slo, checks")
+    checks = data.get("checks", [])
+    if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
+        raise ValueError(f"{p}: 'checks' must be a list of check names")
+    missing = [c for c in checks if c not in CHECKS]
+    if missing:
+        raise ValueError(f"{p}: unknown check(s) {', '.join(missing)}: registered are "
+                         f"{', '.join(sorted(CHECKS)) or 'none'}")
     rules_raw = data.get("rules", [])
     if not isinstance(rules_raw, list) or not all(isinstance(r, str) for r in rules_raw):
         raise ValueError(f"{p}: 'rules' must be a list of strings like \"ttft_p95_ms <= 500\"")
@@ -106,6 +115,6 @@ def load_config(path: str | Path) -> GateConfig:
             parse_slo(slo)
         except ValueError as exc:
             raise ValueError(f"{p}: {exc}") from None
-    if not rules and not regressions:
+    if not rules and not regressions and not checks:
         raise ValueError(f"{p}: no rules and no [regression.tolerance]: nothing to check")
-    return GateConfig(rules, regressions, float(conf), res, int(reg.get("seed", 0)), slo)
+    return GateConfig(rules, regressions, float(conf), res, int(reg.get("seed", 0)), slo, checks)
