@@ -74,10 +74,7 @@ ENGINE_TESTS = ["tests/engine/test_sampling.py", "tests/engine/test_text.py",
                 # which on CUDA is a device-side assert that poisons the process for later tests
                 "tests/engine/test_batching.py"]
 #: test id -> why it is not run on a GPU
-DESELECT_ON_GPU = {
-    "tests/engine/test_sampling.py::test_logprobs_match_the_sampler_logits":
-        "feeds a CPU tensor to the model (torch.tensor([ids]) without device=tiny.device)",
-}
+DESELECT_ON_GPU: dict[str, str] = {}
 QUICK_TESTS = "parity or same_seed or cancel or stop_sequence"
 #: engine-test areas of the table: area -> substrings of "module::test name"
 AREAS = {"parity fp32 batched vs alone": ("::test_parity", "::test_same_seed"), "sampling": ("test_sampling::",),

@@ -63,7 +63,7 @@ def test_logprobs_match_the_sampler_logits(tiny, driver):
     s = driver.submit(ids, sampled(11, top_k=3, top_n_tokens=5))
     driver.run_until_done()
     with torch.inference_mode():
-        first = torch.log_softmax(tiny.model(torch.tensor([ids])).logits[0, -1].float(), -1)
+        first = torch.log_softmax(tiny.model(torch.tensor([ids], device=tiny.device)).logits[0, -1].float(), -1)
     out = driver.outputs[g]
     assert math.isclose(out[0].token.logprob, float(first.max()), abs_tol=1e-4)
     assert [t.id for t in out[0].top_tokens] == torch.topk(first, 5).indices.tolist()
