@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 
 from harness import metrics as m
+from harness.analysis.clocks import html as clock_html
 from harness.analysis.frame import GAP_METRICS, REQUEST_METRICS
 
 CSS = """
@@ -149,6 +150,7 @@ def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[
         "<h2>Token accounting (ok requests, steady window)</h2>",
         table(["quantity", "tokens"], [[escape(k), fmt(v)] for k, v in tok.items()]),
         "<h2>Plots</h2>",
+        clock_html(meta.get("clock_sync")),  # distributed runs: how well the time series align
     ]
     for title_, path in plots:
         parts.append(f"<h3>{escape(title_)}</h3>{img_tag(path, title_)}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import metrics as m
+from harness.analysis.clocks import markdown as clock_markdown
 from harness.analysis.failures import cause_counts, failure_verdict, scan_file
 from harness.analysis.frame import GAP_METRICS, OUTCOMES, REQUEST_METRICS, LightRecord, RunFrame, build_frame
 from harness.analysis.steady import SteadyWindow, detect
@@ -310,6 +311,7 @@ def to_markdown(summary: dict, title: str = "Run summary") -> str:
     lines += ["", "| tokens | value |", "|---|---|"]
     for k, v in (summary.get("tokens") or {}).items():
         lines.append(f"| {k} | {v} |")
+    lines += clock_markdown(summary.get("clock_sync"))  # distributed runs: the workers' clocks
     return "\n".join(lines) + "\n"
 
 

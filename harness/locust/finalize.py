@@ -21,6 +21,7 @@ from typing import Any
 import locust
 
 from harness.analysis.calibration_limit import check_run
+from harness.analysis.clocks import console_lines as clock_lines
 from harness.analysis.rules import evaluate_rules, parse_rule
 from harness.analysis.summary import summarize, write_summary
 from harness.locust.run import RunContext
@@ -75,6 +76,8 @@ def finalize(ctx: RunContext, complete: bool = True) -> int:
     o = ctx.opts
     slo = Slo(ttft_ms=o.slo_ttft_ms or None, itl_ms=o.slo_itl_ms or None) if (o.slo_ttft_ms or o.slo_itl_ms) else None
     summary = summarize(records, slo=slo)
+    if ctx.meta.get("clock_sync"):  # distributed: how well the workers' clocks were aligned
+        summary["clock_sync"] = ctx.meta["clock_sync"]
     write_summary(summary, run_dir, title=f"Run summary: {ctx.scenario}")
     verdicts = evaluate_rules([parse_rule(r) for r in o.fail_on], summary) if o.fail_on else []
     outcomes = dict(summary.get("outcomes") or {})
@@ -132,6 +135,7 @@ def _log(ctx: RunContext, summary: dict, steps: list, verdicts: list, code: int)
         lines.append(f"  --fail-on {v.name}: {'TRIGGERED' if triggered(v) else 'not triggered'} (value {v.value})")
     if ctx.client_bound_reasons:
         lines.append("  WARNING client bound, timings not trustworthy: " + "; ".join(ctx.client_bound_reasons))
+    lines += clock_lines(ctx.meta.get("clock_sync"))
     lines.append(f"  exit code {code}")
     logger.log(logging.WARNING if head else logging.INFO, "\n".join(lines))
 

@@ -210,6 +210,8 @@ def test_server_master_two_workers_on_four_hosts_with_skewed_clocks(lab, tmp_pat
         assert c["aligned"] and not c["exact"] and c["records"] == sum(r["worker"] == node for r in rows)
         assert abs(c["offset_ns"] - expected_offset_ns[c["pid"]]) <= c["uncertainty_ns"], (node, c)
         unc_by_node[node] = c["uncertainty_ns"]
+    md = (run_dir / "summary.md").read_text()  # the report shows each worker's offset and uncertainty
+    assert all(f"| {node} | " in md and f"{c['offset_ns'] / 1e9:+.6f}" in md for node, c in clocks.items())
     print(f"\nclock uncertainty per worker (ms): {({k: v / 1e6 for k, v in unc_by_node.items()})}, "
           f"best round trips (ms): {({k: c['best_rtt_ns'] / 1e6 for k, c in clocks.items()})}")
 
