@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -34,6 +35,7 @@ from harness.server.sse_response import (
     encode_str,
     token_json,
 )
+from harness.server.stream_guard import guarded_stream
 from harness.server.validation import default_parameters
 
 _ERRORS = {422: {"model": ErrorResponse, "description": "Input validation error"},
@@ -57,41 +59,37 @@ def stream_headers(svc: Service, inputs: str, rid: str) -> dict[str, str]:
             "x-accel-buffering": "no", "x-request-id": rid}
 
 
-async def native_events(svc: Service, req: GenerateRequest, timing: Timing,
-                        return_full_text_default: bool) -> AsyncIterator[Chunk]:
-    """The SSE body of ``/generate_stream``: token events, or one error event."""
-    permits = []
-    try:
-        permits, valid = svc.admit(req.inputs, _params(req), stream=True,
-                                   return_full_text_default=return_full_text_default, timing=timing)
+def native_events(svc: Service, req: GenerateRequest, timing: Timing,
+                  return_full_text_default: bool) -> AsyncIterator[Chunk]:
+    """The SSE body of ``/generate_stream``: token events, or one error event (:func:`guarded_stream`)."""
+
+    def admit():
+        return svc.admit(req.inputs, _params(req), stream=True, return_full_text_default=return_full_text_default,
+                         timing=timing)
+
+    async def body(valid) -> AsyncGenerator[Chunk, None]:
         details = valid.details
         index = 0
-        async for out in svc.steps(valid, timing):
-            index += 1
-            top = f'"top_tokens":[{",".join(map(token_json, out.top_tokens))}],' if out.top_tokens else ""
-            if out.finish_reason is None:
+        async with aclosing(svc.steps(valid, timing)) as steps:
+            async for out in steps:
+                index += 1
+                top = f'"top_tokens":[{",".join(map(token_json, out.top_tokens))}],' if out.top_tokens else ""
+                if out.finish_reason is None:
+                    yield (f'data: {{"index":{index},"token":{token_json(out.token)},{top}'
+                           f'"generated_text":null,"details":null}}\n\n').encode(), index
+                    continue
+                text = out.generated_text or ""
+                if valid.return_full_text:
+                    text = valid.inputs + text
+                det = "null"
+                if details:
+                    seed = "null" if out.seed is None else str(out.seed)
+                    det = (f'{{"finish_reason":"{out.finish_reason}","generated_tokens":{out.generated_tokens},'
+                           f'"seed":{seed},"input_length":{len(valid.input_ids)}}}')
                 yield (f'data: {{"index":{index},"token":{token_json(out.token)},{top}'
-                       f'"generated_text":null,"details":null}}\n\n').encode(), index
-                continue
-            text = out.generated_text or ""
-            if valid.return_full_text:
-                text = valid.inputs + text
-            det = "null"
-            if details:
-                seed = "null" if out.seed is None else str(out.seed)
-                det = (f'{{"finish_reason":"{out.finish_reason}","generated_tokens":{out.generated_tokens},'
-                       f'"seed":{seed},"input_length":{len(valid.input_ids)}}}')
-            yield (f'data: {{"index":{index},"token":{token_json(out.token)},{top}'
-                   f'"generated_text":{encode_str(text)},"details":{det}}}\n\n').encode(), index
-    except InferError as exc:
-        svc.metrics.failure(exc.metric)
-        yield data_event(dumps(exc.body())), 0
-    except (asyncio.CancelledError, GeneratorExit):
-        svc.metrics.failure("dropped")
-        raise
-    finally:
-        for permit in permits:
-            permit.release()
+                       f'"generated_text":{encode_str(text)},"details":{det}}}\n\n').encode(), index
+
+    return guarded_stream(svc, admit, body, lambda exc: (data_event(dumps(exc.body())), 0))
 
 
 def _details_dict(c: Collected, valid_seed: int | None, top_n: bool) -> dict:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -51,10 +52,16 @@ from harness.server.schemas import (
     Message,
 )
 from harness.server.sse_response import Chunk, SSEResponse, cancel_on_disconnect, dumps, encode_str
+from harness.server.stream_guard import guarded_stream
 
 FINGERPRINT = f"{VERSION}-native"
 DONE = b"data: [DONE]\n\n"
 _ERRORS = {422: {"model": ErrorResponse}, 424: {"model": ErrorResponse}, 429: {"model": ErrorResponse}}
+
+
+def _openai_error(exc: InferError) -> Chunk:
+    """The error event of an OpenAI stream refused after its headers (vLLM's shape)."""
+    return f'data: {dumps({"error": {"message": exc.message, "http_status_code": 422}})}\n\n'.encode(), 0
 
 
 def _body_doc(model: type) -> dict:
@@ -167,40 +174,33 @@ def build_router(svc: Service) -> APIRouter:
         p._script = script
         return p
 
-    async def chat_events(req: ChatRequest, prompt: str, p: GenerateParameters, timing: Timing) -> AsyncIterator[Chunk]:
-        permits: list = []
+    def chat_events(req: ChatRequest, prompt: str, p: GenerateParameters, timing: Timing) -> AsyncIterator[Chunk]:
         model = _model_name(svc, req.model)
         head = (f'{{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
                 f'"model":{encode_str(model)},"system_fingerprint":"{FINGERPRINT}","choices":[{{"index":0,'
                 f'"delta":')
         deltas = ChatDeltas()
-        try:
-            permits, (valid,) = admit_all([prompt], p, timing, True)
+
+        async def body(admitted) -> AsyncGenerator[Chunk, None]:
+            (valid,) = admitted
             index = 0
-            async for out in svc.steps(valid, timing):
-                index += 1
-                lp = "null"
-                if req.logprobs:
-                    lp = dumps({"content": [_logprob_entry(out.token, out.top_tokens)]})
-                fr = deltas.finish(out.finish_reason)
-                yield (f'data: {head}{deltas.delta(out)},"logprobs":{lp},'
-                       f'"finish_reason":{"null" if fr is None else encode_str(fr)}}}],"usage":null}}\n\n'
-                       ).encode(), index
-                if out.finish_reason is not None and req.stream_options and req.stream_options.include_usage:
-                    u = usage(len(valid.input_ids), out.generated_tokens, out.cached_tokens, out.reasoning_tokens)
-                    yield (f'data: {{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
-                           f'"model":{encode_str(model)},"system_fingerprint":"{FINGERPRINT}","choices":[],'
-                           f'"usage":{dumps(u)}}}\n\n').encode(), 0
-        except InferError as exc:
-            svc.metrics.failure(exc.metric)
-            yield f'data: {dumps({"error": {"message": exc.message, "http_status_code": 422}})}\n\n'.encode(), 0
-        except (asyncio.CancelledError, GeneratorExit):
-            svc.metrics.failure("dropped")
-            raise
-        finally:
-            for permit in permits:
-                permit.release()
-        yield DONE, 0
+            async with aclosing(svc.steps(valid, timing)) as steps:
+                async for out in steps:
+                    index += 1
+                    lp = "null"
+                    if req.logprobs:
+                        lp = dumps({"content": [_logprob_entry(out.token, out.top_tokens)]})
+                    fr = deltas.finish(out.finish_reason)
+                    yield (f'data: {head}{deltas.delta(out)},"logprobs":{lp},'
+                           f'"finish_reason":{"null" if fr is None else encode_str(fr)}}}],"usage":null}}\n\n'
+                           ).encode(), index
+                    if out.finish_reason is not None and req.stream_options and req.stream_options.include_usage:
+                        u = usage(len(valid.input_ids), out.generated_tokens, out.cached_tokens, out.reasoning_tokens)
+                        yield (f'data: {{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
+                               f'"model":{encode_str(model)},"system_fingerprint":"{FINGERPRINT}","choices":[],'
+                               f'"usage":{dumps(u)}}}\n\n').encode(), 0
+
+        return guarded_stream(svc, lambda: admit_all([prompt], p, timing, True), body, _openai_error, (DONE, 0))
 
     @router.post("/v1/chat/completions", tags=["OpenAI"], summary="OpenAI chat completions (SSE with stream)",
                  response_model=ChatCompletion, responses=_ERRORS, openapi_extra=_body_doc(ChatRequest))
@@ -281,38 +281,31 @@ def build_router(svc: Service) -> APIRouter:
         p._script = completion_script(req)
         return prompts, p
 
-    async def completion_events(req: CompletionRequest, prompts: list[str], p: GenerateParameters,
-                                timing: Timing) -> AsyncIterator[Chunk]:
-        permits: list = []
+    def completion_events(req: CompletionRequest, prompts: list[str], p: GenerateParameters,
+                          timing: Timing) -> AsyncIterator[Chunk]:
         model = encode_str(_model_name(svc, req.model))
         created = int(time.time())
-        try:
-            permits, valids = admit_all(prompts, p, timing, True)
+
+        async def body(valids) -> AsyncGenerator[Chunk, None]:
             timings = [Timing(timing.start_ns, timing.validated_ns) for _ in valids]
             index = 0
-            async for i, out in _merge([svc.steps(v, t) for v, t in zip(valids, timings, strict=True)]):
-                index += 1
-                text = "" if out.token.special else out.token.text
-                if out.finish_reason is None:
+            merged = _merge([svc.steps(v, t) for v, t in zip(valids, timings, strict=True)])
+            async with aclosing(merged) as outs:
+                async for i, out in outs:
+                    index += 1
+                    text = "" if out.token.special else out.token.text
+                    if out.finish_reason is None:
+                        yield (f'data: {{"object":"text_completion","id":"","created":{created},"choices":[{{"index":{i},'
+                               f'"text":{encode_str(text)},"logprobs":null,"finish_reason":""}}],"model":{model},'
+                               f'"system_fingerprint":"{FINGERPRINT}"}}\n\n').encode(), index
+                        continue
+                    u = dumps(usage(len(valids[i].input_ids), out.generated_tokens, out.cached_tokens,
+                                    out.reasoning_tokens))
                     yield (f'data: {{"object":"text_completion","id":"","created":{created},"choices":[{{"index":{i},'
-                           f'"text":{encode_str(text)},"logprobs":null,"finish_reason":""}}],"model":{model},'
-                           f'"system_fingerprint":"{FINGERPRINT}"}}\n\n').encode(), index
-                    continue
-                u = dumps(usage(len(valids[i].input_ids), out.generated_tokens, out.cached_tokens,
-                                out.reasoning_tokens))
-                yield (f'data: {{"object":"text_completion","id":"","created":{created},"choices":[{{"index":{i},'
-                       f'"text":{encode_str(text)},"logprobs":null,"finish_reason":"{out.finish_reason}"}}],'
-                       f'"model":{model},"system_fingerprint":"{FINGERPRINT}","usage":{u}}}\n\n').encode(), index
-        except InferError as exc:
-            svc.metrics.failure(exc.metric)
-            yield f'data: {dumps({"error": {"message": exc.message, "http_status_code": 422}})}\n\n'.encode(), 0
-        except (asyncio.CancelledError, GeneratorExit):
-            svc.metrics.failure("dropped")
-            raise
-        finally:
-            for permit in permits:
-                permit.release()
-        yield DONE, 0
+                           f'"text":{encode_str(text)},"logprobs":null,"finish_reason":"{out.finish_reason}"}}],'
+                           f'"model":{model},"system_fingerprint":"{FINGERPRINT}","usage":{u}}}\n\n').encode(), index
+
+        return guarded_stream(svc, lambda: admit_all(prompts, p, timing, True), body, _openai_error, (DONE, 0))
 
     @router.post("/v1/completions", tags=["OpenAI"], summary="OpenAI completions (SSE with stream)",
                  response_model=Completion, responses=_ERRORS, openapi_extra=_body_doc(CompletionRequest))
