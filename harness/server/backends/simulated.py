@@ -56,6 +56,7 @@ have 1 ms granularity and may fire early; an early firing just re-arms).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import json
@@ -342,8 +343,7 @@ class SimulatedBackend(Backend):
         pc = self.prefix_cache
         return EngineStats(queue_size=0, batch_size=len(self._running),
                            batch_max_tokens=sum(s.max_tokens for s in self._running),
-                           prefix_cache=None if pc is None else PrefixCacheStats(**{
-                               k: getattr(pc.stats, k) for k in PrefixCacheStats.__slots__}))
+                           prefix_cache=None if pc is None else dataclasses.replace(pc.stats))
 
     # -- helpers for SimulatedStream --------------------------------------------------------
     def gap_s(self, rng: random.Random) -> float:
