@@ -4,8 +4,8 @@ Tools (``POST /v1/chat/completions``), as TGI's router resolves them (``ToolGram
 ``response_format`` with ``tools`` -> 422 ``Tool error: Grammar and tools are mutually exclusive``;
 ``tool_choice`` absent/``auto``/``required`` -> every tool; ``none`` -> no tool (a text answer); a
 name or ``{"type": "function", "function": {"name"}}`` -> that tool, else ``Tool error: Tool with
-name X not found``. A backend without tool support (the real engine: it has no tool grammar)
-answers 422 ``Tool error: tools are not supported by this server``. When tools are used, the
+name X not found``. Then, when a tool is to be called, a backend without tool support (the real
+engine: it has no tool grammar) answers 422 ``Tool error: tools are not supported by this server``. When tools are used, the
 tools JSON and the tool prompt are appended to the last message as TGI does for templates that do
 not use ``tools``: ``"\\n---\\n" + tools JSON + "\\n" + tool_prompt`` (TGI's default tool prompt),
 so they count as input tokens.
@@ -51,20 +51,21 @@ def used_tools(req: ChatRequest, backend: Backend) -> list[Tool]:
     """The tools the model is asked to call (empty: answer with text); raises :class:`ToolError`."""
     if not req.tools:
         return []
-    if not backend.supports_tools:
-        raise ToolError("tools are not supported by this server")
     if req.response_format is not None:
         raise ToolError("Grammar and tools are mutually exclusive")
     choice = req.tool_choice
-    if choice is None or choice in ("auto", "required"):
-        return list(req.tools)
     if choice == "none":
         return []
-    name = choice if isinstance(choice, str) else choice.function.name
-    for tool in req.tools:
-        if tool.function.name == name:
-            return [tool]
-    raise ToolError(f"Tool with name {name} not found")
+    if choice is None or choice in ("auto", "required"):
+        tools = list(req.tools)
+    else:
+        name = choice if isinstance(choice, str) else choice.function.name
+        tools = [t for t in req.tools if t.function.name == name][:1]
+        if not tools:
+            raise ToolError(f"Tool with name {name} not found")
+    if not backend.supports_tools:
+        raise ToolError("tools are not supported by this server")
+    return tools
 
 
 def chat_script(req: ChatRequest, backend: Backend) -> Script | None:

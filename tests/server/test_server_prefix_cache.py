@@ -105,3 +105,7 @@ def test_engine_prefix_cache_concurrent_and_same_outputs(serve) -> None:
                    "tools": [{"type": "function", "function": {"name": "f"}}]}, timeout=30)
     assert (r.status_code, r.json()) == (422, {"error": "Tool error: tools are not supported by this server",
                                                "error_type": "tool_error"})
+    r = httpx.post(cached.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                   "max_tokens": 2, "tools": [{"type": "function", "function": {"name": "f"}}],
+                   "tool_choice": "none"}, timeout=30)  # no tool to call: a text answer
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] is not None
