@@ -4,6 +4,7 @@ beside the per-second series (report.html, summary.md, the end-of-run console bl
 ``clock_sync`` (written by harness.locust.clock_sync on the master)::
 
     {"mode": "auto", "reference": "master CLOCK_MONOTONIC", "warn_ms": 5.0, "max_uncertainty_ns": 61000,
+     "schedule_start_ns": 81234567890123,  # open loop: the arrival schedule's zero on the master's clock
      "workers": {"w0": {"offset_ns": 3500012345, "uncertainty_ns": 61000, "best_rtt_ns": 118000,
                         "exact": false, "aligned": true, "records": 812, "unaligned_records": 0,
                         "drift_ppm": null, "hostname": "...", "pid": 123, ...}, ...},

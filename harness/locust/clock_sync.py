@@ -199,11 +199,16 @@ class WorkerSync:
         self.interval_s = DEFAULT_INTERVAL_S
         self.first = Event()  #: set once the first sample arrived
         self.history: list[list[int]] = []  #: per-round best [t3, offset, delay] not yet shipped
+        self.schedule_estimate: dict[str, int | bool] | None = None  #: the estimate the schedule start used
         self.greenlet: Any = None
 
     def start(self) -> None:
         self.env.runner.register_message(MSG_PONG, self.on_pong)
+        self.env.events.test_start.add_listener(self._on_test_start)
         self.greenlet = gevent.spawn(self._loop)
+
+    def _on_test_start(self, **_: Any) -> None:
+        self.schedule_estimate = None  # a new test maps its own schedule start
 
     def _loop(self) -> None:
         while True:
@@ -262,13 +267,14 @@ class WorkerSync:
         """What rides with a record batch: the estimate the master applies to it, and facts for run.json."""
         hist, self.history = self.history, []
         return {"estimate": self.estimate(), "clock_id": clock_id(), "hostname": socket.gethostname(),
-                "pid": os.getpid(), "samples": self.est.samples, "rounds": self.est.n_rounds, "history": hist}
+                "pid": os.getpid(), "samples": self.est.samples, "rounds": self.est.n_rounds, "history": hist,
+                "schedule": self.schedule_estimate}
 
     def to_local_ns(self, master_ns: int, wait_s: float = FIRST_SAMPLE_WAIT_S) -> int | None:
         """A master-clock time on this worker's clock (None without a sample after ``wait_s``)."""
         if not self.first.is_set():
             self.first.wait(wait_s)
-        est = self.estimate()
+        est = self.schedule_estimate = self.estimate()
         return None if est is None else master_ns - int(est["offset_ns"])
 
 
@@ -294,6 +300,7 @@ class WorkerClock:
     applied_max_ns: int | None = None
     uncertainty_ns: int = 0  #: largest uncertainty of the estimates applied
     best_rtt_ns: int | None = None
+    schedule: dict[str, Any] | None = None  #: open loop: the estimate its schedule start was mapped with
 
     def update(self, clock: dict[str, Any]) -> None:
         self.hostname = str(clock.get("hostname") or self.hostname)
@@ -301,6 +308,7 @@ class WorkerClock:
         self.samples = int(clock.get("samples") or self.samples)
         self.rounds = int(clock.get("rounds") or self.rounds)
         self.history.extend(clock.get("history") or [])
+        self.schedule = clock.get("schedule") or self.schedule
         del self.history[:-HISTORY_MAX]
         est = clock.get("estimate")
         if est is not None:
@@ -320,6 +328,7 @@ class WorkerClock:
     def reset_test(self) -> None:
         self.records = self.unaligned = self.uncertainty_ns = 0
         self.applied_min_ns = self.applied_max_ns = None
+        self.schedule = None
 
     def drift_ppm(self) -> float | None:
         """Least-squares slope of the per-round offsets over the worker's clock, in ppm (parts per
@@ -344,7 +353,9 @@ class WorkerClock:
                 "uncertainty_ns": self.uncertainty_ns if self.records else est.get("uncertainty_ns"),
                 "best_rtt_ns": self.best_rtt_ns, "samples": self.samples, "rounds": self.rounds,
                 "records": self.records, "unaligned_records": self.unaligned,
-                "drift_ppm": round(drift, 3) if drift is not None else None}
+                "drift_ppm": round(drift, 3) if drift is not None else None,
+                # open loop: its share of the schedule started at the shared zero +- this (+ the records' own)
+                "schedule_uncertainty_ns": self.schedule.get("uncertainty_ns") if self.schedule else None}
 
 
 class MasterClocks:
@@ -354,6 +365,7 @@ class MasterClocks:
         self.env = environment
         self.mode, self.interval_s, self.warn_ms = mode, interval_s, warn_ms
         self.workers: dict[str, WorkerClock] = {}
+        self.schedule_start_ns: int | None = None  #: open loop: the shared schedule zero (master clock)
 
     def start(self) -> None:
         self.env.runner.register_message(MSG_PING, self.on_ping)
@@ -373,7 +385,8 @@ class MasterClocks:
         for w in self.workers.values():
             w.reset_test()
         # open loop: one schedule zero on the master's clock, copied to the workers with the options
-        environment.parsed_options.harness_schedule_start_ns = now_ns() + int(SCHEDULE_LEAD_S * 1e9)
+        self.schedule_start_ns = now_ns() + int(SCHEDULE_LEAD_S * 1e9)
+        environment.parsed_options.harness_schedule_start_ns = self.schedule_start_ns
 
     def map_lines(self, client_id: str, payload: dict[str, Any], lines: list[str]) -> list[str]:
         """The batch's record lines on the master's clock (unchanged when mode is off, the estimate
@@ -402,7 +415,8 @@ class MasterClocks:
         us = [int(v["uncertainty_ns"]) for v in workers.values() if v["uncertainty_ns"] is not None]
         out: dict[str, Any] = {"mode": self.mode, "reference": "master CLOCK_MONOTONIC", "warn_ms": self.warn_ms,
                                "interval_s": self.interval_s, "workers": workers,
-                               "max_uncertainty_ns": max(us) if us else None}
+                               "max_uncertainty_ns": max(us) if us else None,
+                               "schedule_start_ns": self.schedule_start_ns}
         out["warnings"] = clock_warnings(out)
         return out
 
