@@ -218,9 +218,12 @@ def _le(bound: float) -> str:
 # ----------------------------------------------------------------------------------- entry points
 
 def add_arguments(parser: Any) -> None:
-    """Register ``--prometheus-port`` and ``--prometheus-host``."""
-    add = option_group(parser, "stream-harness Prometheus exporter",
-                       "the load generator's own figures for Prometheus (harness.locust.prometheus_exporter)")
+    """Register ``--prometheus-port``, ``--prometheus-host`` and ``--no-traceparent``."""
+    add = option_group(parser, "stream-harness observability",
+                       "the load generator's own figures for Prometheus (harness.locust.prometheus_exporter) "
+                       "and W3C trace context (harness.client.tracecontext)")
+    add("--no-traceparent", action="store_true", default=False,
+        help="send no W3C traceparent header (by default every request carries one derived from its request id)")
     add("--prometheus-port", type=int, default=0,
         help="serve the harness's live figures at http://HOST:PORT/metrics on the master or single process "
              "(0 = off)")

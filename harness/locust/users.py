@@ -101,13 +101,15 @@ class StreamingUser(User):
         """A client for this user's target, configured from the options."""
         o = self.opts
         t = o.request_timeout
-        return make_client(
+        client = make_client(
             protocol=o.protocol or self.protocol, base_url=self.host, endpoint=o.endpoint or self.endpoint,
             api_key=o.api_key or None, model_name=o.model_name or None,
             timeouts=Timeouts(connect_s=min(10.0, t), read_s=min(60.0, t), total_s=t),
             retry=RetryPolicy(max_retries=o.retry_overloaded),
             request_id_header=o.request_id_header or None,
         )
+        client.send_traceparent = not getattr(self.environment.parsed_options, "no_traceparent", False)
+        return client
 
     def send(self, prompt: Prompt, intended_ns: int | None = None,
              client: StreamClient | None = None) -> RequestRecord:
