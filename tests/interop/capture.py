@@ -32,15 +32,18 @@ import rawhttp
 ROOT = Path(__file__).resolve().parents[2]
 WIRE = ROOT / "tests" / "fixtures" / "wire"
 MANIFEST = "live-captures.json"
-PROMPT = "Why is the sky blue?"
+#: per route: a question for chat, a story opening for completions (a bare question there often ends at once on EOS)
+PROMPTS = {"/v1/chat/completions": "Why is the sky blue?",
+           "/v1/completions": "Once upon a time, in a small village by the sea, there lived"}
 MAX_TOKENS = 8
 
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
+CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 
 
-def body(target: live.LiveTarget, path: str, prompt: str = PROMPT, max_tokens: int = MAX_TOKENS, **extra) -> dict:
+def body(target: live.LiveTarget, path: str, prompt: str | None = None, max_tokens: int = MAX_TOKENS,
+         **extra) -> dict:
     """The harness client's request body for ``path`` (see harness/client/openai.py), plus ``extra``."""
+    prompt = PROMPTS[path] if prompt is None else prompt
     b: dict = {"model": target.model_name}
     if path == CHAT:
         b["messages"] = [{"role": "user", "content": prompt}]
@@ -58,6 +61,7 @@ class Case:
     name: str
     make: Callable[[live.LiveTarget], tuple[str, dict, str | None]]
     note: str
+    subdir: str = ""  #: "pending": kept beside, not yet replayed by tests/client/test_client_fixtures.py
 
 
 def _long(n_words: int) -> str:
@@ -95,7 +99,7 @@ TSERVE_CASES = [
     Case("bad-field", lambda t: (CHAT, body(t, CHAT, temprature=0.5), "uuid"),
          "an unknown request field: HTTP 422 {\"detail\": \"Unexpected fields in the request: ...\"}"),
     Case("bad-max-tokens", lambda t: (CHAT, body(t, CHAT, max_tokens=-1), "uuid"),
-         "max_tokens=-1: a 200 stream with no token, finish_reason length, completion_tokens 0"),
+         "max_tokens=-1: a 200 stream with no token, finish_reason length, completion_tokens 0", "pending"),
     Case("bad-temperature", lambda t: (CHAT, body(t, CHAT, temperature=-5), "uuid"),
          "temperature=-5 is accepted (continuous batching keeps the first request's sampling config)"),
 ]
@@ -126,22 +130,23 @@ def capture(name: str, out: Path, tmp: Path) -> list[dict]:
     try:
         # one request first, so that one-time warm-up is not in the fixtures' timing-free bytes anyway
         rawhttp.exchange(start.url, rawhttp.build_request(start.url, CHAT, body(start, CHAT, max_tokens=2)))
-        jobs: list[tuple[str, str, Callable[[], tuple[str, dict, rawhttp.Exchange]]]] = []
+        jobs: list[tuple[str, str, str, Callable[[], tuple[str, dict, rawhttp.Exchange]]]] = []
         for case in CASES[name]:
             def run(case=case):
                 path, b, rid = case.make(start)
                 return path, b, rawhttp.exchange(start.url, rawhttp.build_request(start.url, path, b, request_id=rid))
-            jobs.append((case.name, case.note, run))
+            jobs.append((case.name, case.note, case.subdir, run))
         if name == "llamacpp":
             def run_interrupted():
                 b, ex = _interrupted(start)
                 return CHAT, b, ex
             jobs.append(("chat-interrupted", "with interrupt_requests on (the default) a second request cuts "
-                         "a running stream: data: [DONE] right after a content chunk, no finish_reason",
-                         run_interrupted))
-        for case_name, note, run in jobs:
+                         "a running stream: data: [DONE] right after a content chunk, no finish_reason, and "
+                         "the chunked body is never terminated", "", run_interrupted))
+        for case_name, note, subdir, run in jobs:
             path, b, ex = run()
-            fname = f"{name}-{case_name}.http"
+            fname = f"{subdir}/{name}-{case_name}.http" if subdir else f"{name}-{case_name}.http"
+            (out / fname).parent.mkdir(exist_ok=True)
             (out / fname).write_bytes(ex.raw)
             shown = dict(b)
             if isinstance(shown.get("prompt"), str) and len(shown["prompt"]) > 200:
