@@ -38,7 +38,8 @@ sequence in the text ends with ``stop_sequence``. Natural end is ``eos_token``.
 
 Emulated prefix cache (``prefix_cache_blocks`` > 0): the prompt ids are cut into blocks of
 ``prefix_block_tokens`` (B) tokens, each keyed by its tokens and its parent block's key (a hash
-chain, as vLLM's). A lookup reuses the longest run of cached blocks from the start, over at most
+chain, as vLLM's). The lookup, when the request is submitted, reuses the longest run of cached
+blocks from the start, over at most
 ``floor((input_len - 1) / B)`` blocks (at least one token is always computed, as vLLM), so
 ``cached_tokens = B * blocks found``. A request's ``floor(input_len / B)`` full blocks enter the cache
 when its first token is emitted (its prefill is done); a request that arrives before that misses

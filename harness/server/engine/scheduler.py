@@ -180,16 +180,13 @@ class Engine:
             prefixes = self._match(joining)
             new, logits = prefill(self.model, joining, [r.input_ids for r in joining], self.device, prefixes)
             choice = choose(logits, [r.sampler for r in joining])
-            if self.prefix_cache is not None:
-                for i, req in enumerate(new.rows):
-                    self._remember(new, i, req.input_ids, req.cached_tokens or 0)
         except Exception as exc:  # noqa: BLE001 - fails the joining requests only, never the running batch
             log.error("prefill failed: %s", traceback.format_exc())
             for req in joining:
                 outbox.put(req.stream, GenerationError(f"generation failed: {exc}"))
             return
         self._steps_since_join = 0
-        self._emit(new, choice, outbox)
+        self._emit(new, choice, outbox, joined=True)
         if len(new) == 0:
             return
         if self.batch is None:
@@ -208,27 +205,43 @@ class Engine:
             prefixes.append(kv)
         return prefixes
 
-    def _remember(self, batch: Batch, row: int, ids: list[int], skip_tokens: int = 0) -> None:
-        """Copy row ``row``'s full blocks of ``ids`` (its first ``len(ids)`` cached tokens) into the
-        prefix cache, from block ``skip_tokens // BLOCK`` on."""
-        assert self.prefix_cache is not None
-        columns = batch.mask[row].nonzero().squeeze(1)
-        self.prefix_cache.store(ids, batch.cache.row_layers(row), columns, skip_tokens // self.prefix_cache.block)
+    def _remember(self, batch: Batch, joined: bool, finished: list[int]) -> None:
+        """Copy blocks into the prefix cache: every row's prompt after a prefill (``joined``), and
+        the prompt + generated tokens of ``finished`` rows (for a next turn that repeats them).
+        Best effort: a failure (e.g. out of memory) is logged and clears the cache."""
+        pc = self.prefix_cache
+        assert pc is not None
+        try:
+            for i, req in enumerate(batch.rows):
+                columns = None
+                if joined:
+                    columns = batch.mask[i].nonzero().squeeze(1)
+                    pc.store(req.input_ids, batch.cache.row_layers(i), columns, (req.cached_tokens or 0) // pc.block)
+                if i in finished:
+                    in_cache = int(batch.positions[i])  # the token chosen last is not in the cache yet
+                    if in_cache // pc.block > len(req.input_ids) // pc.block:
+                        columns = batch.mask[i].nonzero().squeeze(1) if columns is None else columns
+                        pc.store(req.sampler.history[:in_cache], batch.cache.row_layers(i), columns)
+        except Exception:  # noqa: BLE001 - the cache is an optimisation: requests go on without it
+            log.error("prefix cache store failed, cache cleared: %s", traceback.format_exc())
+            pc.clear()
 
-    def _emit(self, batch: Batch, choice: Any, outbox: Outbox) -> None:
-        """Turn chosen tokens into outputs; finished rows leave ``batch`` (with a prefix cache, their
-        prompt + generated blocks are remembered first, for a next turn that repeats them)."""
+    def _emit(self, batch: Batch, choice: Any, outbox: Outbox, joined: bool = False) -> None:
+        """Turn chosen tokens into outputs; finished rows leave ``batch``. With a prefix cache the
+        outputs are sent first, then blocks are copied (:meth:`_remember`), then rows leave."""
         keep: list[int] = []
+        finished: list[int] = []
         for i, req in enumerate(batch.rows):
             out = req.accept(choice.ids[i], choice.logprobs[i], choice.top[i], self)
             outbox.put(req.stream, out)
             if out.finish_reason is None and not req.cancelled:
                 keep.append(i)
-            elif out.finish_reason is not None and self.prefix_cache is not None:
-                in_cache = int(batch.positions[i])  # the token chosen now is not in the cache yet
-                if in_cache // self.prefix_cache.block > len(req.input_ids) // self.prefix_cache.block:
-                    self._remember(batch, i, req.sampler.history[:in_cache])
+            elif out.finish_reason is not None:
+                finished.append(i)
         batch.set_last(choice.ids)
+        if self.prefix_cache is not None and (joined or finished):
+            outbox.flush()  # copying blocks must not delay these tokens
+            self._remember(batch, joined, finished)
         if len(keep) != len(batch):
             if keep:
                 batch.keep(keep)
