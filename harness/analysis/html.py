@@ -8,6 +8,7 @@ the metric dictionary (:data:`harness.metrics.METRICS`).
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
@@ -25,6 +26,7 @@ h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:1em 0;font-size:.92em}
 td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right} th{background:#f5f5f5}
 td:first-child,th:first-child{text-align:left}
+td.text{text-align:left;max-width:48em} td code,p code{background:#f3f3f3;padding:0 .2em;border-radius:3px}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .note{background:#f8f8e8;border-left:4px solid #cc9;padding:.5em 1em}
 .bad{color:#b00} .good{color:#070}
@@ -55,9 +57,11 @@ def cards(items: Iterable[tuple[str, str]]) -> str:
         f'<div class="card"><div class="v">{v}</div><div class="k">{escape(k)}</div></div>' for k, v in items) + "</div>"
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], text_cols: Sequence[int] = ()) -> str:
+    """An HTML table; cells are HTML already. Numbers align right; ``text_cols`` (indexes) align left."""
     h = "".join(f"<th>{escape(x)}</th>" for x in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td class='text'>{c}</td>" if i in text_cols else f"<td>{c}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
@@ -91,10 +95,33 @@ def latency_table(s: dict) -> str:
     return table(["metric (ms)", "count", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"], rows)
 
 
+_ROLE = re.compile(r":(?:func|data|mod|class|meth|attr):`~?([^`]+)`")
+_LITERAL = re.compile(r"``(.+?)``")
+_EMPH = re.compile(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])")
+
+
+def rst_html(text: str) -> str:
+    """A docstring's inline reST as HTML: ``x`` and :role:`x` -> <code>x</code>, *x* -> <em>x</em>.
+
+    A role naming a dictionary metric's function (:func:`ttft_ms`) shows the metric's name (ttft)."""
+    by_fn = {getattr(d.fn, "__name__", ""): d.name for d in m.METRICS.values()}
+    out, pos = [], 0
+    for mt in re.finditer(f"{_ROLE.pattern}|{_LITERAL.pattern}", text):
+        out.append(_EMPH.sub(r"<em>\1</em>", escape(text[pos:mt.start()])))
+        role, lit = mt.group(1), mt.group(2)
+        code = by_fn.get(role.rsplit(".", 1)[-1], role) if role else lit
+        out.append(f"<code>{escape(code)}</code>")
+        pos = mt.end()
+    out.append(_EMPH.sub(r"<em>\1</em>", escape(text[pos:])))
+    return "".join(out)
+
+
 def definitions_appendix() -> str:
-    rows = [[f"<code>{escape(d.name)}</code>", escape(d.unit), escape(d.scope), escape(d.definition)]
+    """Every dictionary metric with its unit, scope and definition (the docstring, reST rendered, left-aligned)."""
+    rows = [[f"<code>{escape(d.name)}</code>", escape(d.unit), escape(d.scope), rst_html(d.definition)]
             for d in m.METRICS.values()]
-    return "<h2>Appendix: metric definitions</h2>" + table(["metric", "unit", "scope", "definition"], rows)
+    return ("<h2>Appendix: metric definitions</h2>"
+            + table(["metric", "unit", "scope", "definition"], rows, text_cols=(3,)))
 
 
 def client_bound_note(meta: dict) -> str:
@@ -120,15 +147,87 @@ def failure_table(summary: dict) -> str:
     return "<h3>Failure causes</h3>" + table(["cause", "requests"], [[escape(c["key"]), fmt(c["count"])] for c in top])
 
 
+def plural(n: float, word: str) -> str:
+    """``"1 user"``, ``"8 users"``, ``"0.5 users"`` (``n`` formatted with ``:g``)."""
+    return f"{n:g} {word}" if n == 1 else f"{n:g} {word}s"
+
+
+def users_text(users: object) -> str | None:
+    """run.json's ``users`` (a count, or ``{class: count}``) as text: ``8 (ChatStreamUser)``."""
+    if isinstance(users, dict):
+        if not users:
+            return None
+        total = sum(int(v) for v in users.values())
+        return f"{total} ({', '.join(f'{k}: {v}' if len(users) > 1 else k for k, v in users.items())})"
+    return None if users in (None, "") else str(users)
+
+
+def slo_label(key: str, bound: float) -> str:
+    """``("ttft_p95_ms", 500)`` -> ``"TTFT p95 <= 500 ms"`` (open loop: ``ttft_intended_*`` -> "from intended start")."""
+    metric, stat, _unit = key.rsplit("_", 2) if key.count("_") >= 2 else (key, "", "ms")
+    if stat == "9" and metric.endswith("_p99"):  # p99_9 split as (..._p99, 9)
+        metric, stat = metric.removesuffix("_p99"), "p99.9"
+    intended = metric.endswith("_intended")
+    name = metric.removesuffix("_intended").upper()
+    return f"{name} {stat} <= {bound:g} ms" + (" (from intended start)" if intended else "")
+
+
+def slo_text(summary: dict, terms: dict[str, tuple[str, float]] | None) -> str:
+    """The SLO as the user wrote it, with the measured value: ``TTFT p95 <= 500 ms (measured 312.4 ms, met)``.
+
+    ``terms`` are :func:`harness.analysis.summary.slo_spec`'s; without them (only per-request bounds
+    known) each bound reads ``TTFT <= 500 ms per request``. Goodput counts the requests meeting every
+    bound either way."""
+    if terms:
+        out = []
+        for key, bound in terms.values():
+            v = summary.get(key)
+            verdict = "" if v is None else f" (measured {v:,.1f} ms, {'met' if v <= bound else 'missed'})"
+            out.append(slo_label(key, bound) + verdict)
+        return ", ".join(out)
+    slo = summary.get("slo")
+    if not slo:
+        return "none given (goodput not computed)"
+    return ", ".join(f"{k.removesuffix('_ms').upper()} <= {v:g} ms per request" for k, v in slo.items())
+
+
+#: summary["tokens"] key -> (label, where the count comes from); the rules of harness.metrics
+TOKEN_ROWS: dict[str, tuple[str, str]] = {
+    "output_total": ("output tokens (used for tokens/s)",
+                     "per request the server-reported count when the server gives one, else the client's event count"),
+    "output_server_total": ("output tokens, server-reported",
+                            "the stream's final details (TGI) or usage (OpenAI); counts the end-of-sequence token "
+                            "when the model stopped on it, which arrives as no visible token event"),
+    "output_events_total": ("output tokens in token events (client)",
+                            "tokens carried by the token events the client received; one per event unless the "
+                            "server bundles several"),
+    "output_retokenized_total": ("output tokens, client re-tokenized",
+                                 "the generated text re-tokenized by the client (only when a client tokenizer is "
+                                 "set; else 0)"),
+    "input_total": ("input tokens",
+                    "server-reported prompt length (after the chat template and special tokens) when given, else "
+                    "the client's estimate: round(1.3 x words) of the prompt text, approximate"),
+    "compared": ("requests compared", "ok requests with a server-reported output count"),
+    "mismatched": ("requests mismatched",
+                   "server count != client count; server = client + 1 on an end-of-sequence stop is no mismatch"),
+}
+
+
+def token_table(tok: dict) -> str:
+    """Token accounting with a plain-words source for every count (keys not in :data:`TOKEN_ROWS` as is)."""
+    rows = [[escape(TOKEN_ROWS.get(k, (k, ""))[0]), fmt(v), escape(TOKEN_ROWS.get(k, (k, ""))[1])]
+            for k, v in tok.items()]
+    return table(["quantity", "tokens", "where it comes from"], rows, text_cols=(2,))
+
+
 def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[tuple[str, Path]],
-                  meta: dict, window_note: str) -> str:
-    """The whole report page."""
+                  meta: dict, window_note: str, slo_terms: dict[str, tuple[str, float]] | None = None) -> str:
+    """The whole report page; ``slo_terms``: the SLO as given (:func:`harness.analysis.summary.slo_spec`)."""
     title = f"stream-harness report: {meta.get('scenario') or meta.get('run_id') or 'run'}"
-    facts = [("target", meta.get("host") or meta.get("target")), ("users", meta.get("users")),
+    facts = [("target", meta.get("host") or meta.get("target")), ("users", users_text(meta.get("users"))),
              ("scenario", meta.get("scenario")), ("run dir", meta.get("run_dir"))]
     sub = " · ".join(f"{k}: {escape(str(v))}" for k, v in facts if v not in (None, ""))
-    slo = summary.get("slo")
-    slo_txt = ", ".join(f"{k} ≤ {v:g}" for k, v in slo.items()) if slo else "none given (goodput not computed)"
+    slo_txt = slo_text(summary, slo_terms)
     tok = summary.get("tokens") or {}
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>",
@@ -148,7 +247,7 @@ def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[
         (f"<p>Streams without [DONE] (ok, ended after their finish_reason): {fmt(summary.get('done_missing'))}</p>"
          if summary.get("done_missing") else ""),
         "<h2>Token accounting (ok requests, steady window)</h2>",
-        table(["quantity", "tokens"], [[escape(k), fmt(v)] for k, v in tok.items()]),
+        token_table(tok),
         "<h2>Plots</h2>",
         clock_html(meta.get("clock_sync")),  # distributed runs: how well the time series align
     ]

@@ -103,7 +103,7 @@ def time_series(ts: TimeSeries, window: SteadyWindow | None, out: Path) -> Plot:
     axes[1].set_title("Requests in flight (time-averaged per second)")
     axes[2].plot(t, ts.output_tokens_per_s, label="output tokens/s", color="tab:orange")
     axes[2].set_ylabel("tokens/s")
-    axes[2].set_title("Output tokens per second (ok requests, by end)")
+    axes[2].set_title("Output tokens per second (ok requests, by token arrival)")
     axes[3].plot(t, ts.ttft_p50_ms, label="TTFT p50", marker=".", ms=3)
     axes[3].plot(t, ts.ttft_p99_ms, label="TTFT p99", marker=".", ms=3)
     axes[3].set_ylabel("ms")
@@ -123,15 +123,19 @@ def time_series(ts: TimeSeries, window: SteadyWindow | None, out: Path) -> Plot:
 
 
 def outcomes(counts: dict[str, int], out: Path) -> Plot:
-    """Requests per outcome class (whole run)."""
+    """Requests per outcome class (whole run), each bar labelled with its count and share of all requests.
+
+    At least 2.4 inches tall, so a run with one or two classes still shows bars, not a hairline."""
     items = [(k, v) for k, v in counts.items() if v] or [("ok", 0)]
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(items)))
+    total = sum(v for _, v in items)
+    fig, ax = plt.subplots(figsize=(8, max(2.4, 0.9 + 0.5 * len(items))))
     names = [k for k, _ in items]
     colors = ["tab:green" if k == "ok" else "tab:red" if k == "overloaded" else "tab:grey" for k in names]
-    ax.barh(names, [v for _, v in items], color=colors)
+    ax.barh(names, [v for _, v in items], color=colors, height=0.6)
     for i, (_, v) in enumerate(items):
-        ax.text(v, i, f" {v:,}", va="center", fontsize=9)
-    ax.invert_yaxis()
+        ax.text(v, i, f" {v:,} ({v / total:.1%})" if total else " 0", va="center", fontsize=9)
+    ax.set_ylim(len(items) - 0.4, -0.6)  # inverted, half a bar of margin either side
+    ax.set_xlim(0, max(total, 1) * 1.25)  # room for the labels
     ax.set_xlabel("requests")
     ax.set_title("Outcome breakdown (whole run)")
     return _save(fig, out / "outcomes.png", "Outcome breakdown", names)

@@ -12,7 +12,7 @@ from harness.analysis import plots as P
 from harness.analysis.frame import load_frame, records_path
 from harness.analysis.html import render_report
 from harness.analysis.steady import SteadyWindow
-from harness.analysis.summary import analyse, write_summary
+from harness.analysis.summary import analyse, parse_slo, slo_spec, write_summary
 from harness.analysis.timeseries import per_second
 from harness.records import BATCH_SERIES, QUEUE_SERIES, series
 
@@ -35,8 +35,15 @@ def run_meta(run_dir: Path) -> dict:
 
 
 def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
-                 slo: m.Slo | None = None, steady: bool = True, warmup_s: float = 0.0) -> Report:
-    """Everything ``harness report`` writes; ValueError when the run has no records."""
+                 slo: m.Slo | str | None = None, steady: bool = True, warmup_s: float = 0.0) -> Report:
+    """Everything ``harness report`` writes; ValueError when the run has no records.
+
+    ``slo``: the SLO text as the user gave it (``"ttft_p95=500"``; the report then states it as
+    "TTFT p95 <= 500 ms" with the measured value), or the parsed per-request bounds."""
+    slo_terms = None
+    if isinstance(slo, str):
+        slo_terms = slo_spec(slo) or None
+        slo = parse_slo(slo)
     run = Path(run_dir)
     path = records_path(run)
     if not path.exists() or path.stat().st_size == 0:
@@ -71,6 +78,6 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         summary["steady_window_info"]["applied"] else "not applied; whole run used" + (
             f" ({window.reason})" if window is not None else "")
     html = out / "report.html"
-    html.write_text(render_report(summary, full_outcomes, [(p.title, p.path) for p in plots], meta, note),
-                    encoding="utf-8")
+    html.write_text(render_report(summary, full_outcomes, [(p.title, p.path) for p in plots], meta, note,
+                                  slo_terms), encoding="utf-8")
     return Report(out, summary, html, plots, window)

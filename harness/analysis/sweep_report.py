@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 from harness.analysis.capacity import (  # noqa: E402
     Point,
@@ -26,7 +27,7 @@ from harness.analysis.capacity import (  # noqa: E402
     point_failures,
     recommend,
 )
-from harness.analysis.html import CSS, fmt, img_tag, table  # noqa: E402
+from harness.analysis.html import CSS, fmt, img_tag, plural, slo_label, table  # noqa: E402
 from harness.analysis.summary import slo_spec  # noqa: E402
 
 DPI = 80
@@ -62,9 +63,30 @@ def _series(points: list[dict], cap: Any, key: str) -> tuple[list[float], list[f
 
 
 def _xscale(ax, points: list[dict]) -> None:
-    loads = [p["load"] for p in points if p.get("load")]
+    """Log2 x axis for wide load ranges, ticked and labelled at the swept loads themselves (1, 2, 4, ...)."""
+    loads = sorted({p["load"] for p in points if p.get("load")})
     if loads and max(loads) / min(loads) >= 8:
         ax.set_xscale("log", base=2)
+    if loads and len(loads) <= 12:
+        ax.set_xticks(loads, [f"{x:g}" for x in loads])
+        ax.xaxis.set_minor_locator(NullLocator())
+
+
+#: an SLO line further above the highest plotted value than this factor is marked at the top edge
+SLO_HEADROOM = 1.5
+
+
+def _slo_line(ax, bound: float, label: str) -> None:
+    """Draw the SLO bound; when it is far above the data, keep the data's y range and mark the SLO
+    at the top edge with an arrow and its value (so a loose SLO does not squash the curves)."""
+    top = max((float(max(ln.get_ydata(), default=0)) for ln in ax.get_lines()), default=0.0)
+    if top > 0 and bound > SLO_HEADROOM * top:
+        ax.set_ylim(0, top * 1.15)
+        ax.annotate(f"{label} ↑ (off scale)", xy=(0.99, 0.985), xycoords="axes fraction", ha="right", va="top",
+                    fontsize=8, color="red")
+        ax.axhline(top * 1.15, color="red", lw=3, alpha=0.5)
+    else:
+        ax.axhline(bound, color="red", lw=1, alpha=0.6, label=label)
 
 
 def _xlabel(axis: str) -> str:
@@ -84,7 +106,7 @@ def plot_latency(points: list[dict], caps: list, axis: str, slo: dict, out: Path
                     ax.plot(xs, ys, ls=ls, marker="o", ms=3, color=color,
                             label=f"{'load' if cap is None else f'cap {cap}'} {stat}")
         if name in slo:
-            ax.axhline(slo[name][1], color="red", lw=1, alpha=0.6, label=f"SLO {slo[name][0]}")
+            _slo_line(ax, slo[name][1], f"SLO {slo_label(*slo[name])}")
         _xscale(ax, points)
         ax.set_title(f"{name.upper()} percentiles vs load" + (" (from intended start)" if key != name else ""))
         ax.set_xlabel(_xlabel(axis))
@@ -149,6 +171,11 @@ def write_sweep_outputs(plan: SweepPlan, points: list[dict], slo_text: str | Non
     return data
 
 
+def load_text(load: float, axis: str) -> str:
+    """``"1 user"``, ``"8 users"``, ``"2.5 req/s"``."""
+    return plural(load, "user") if axis == "users" else f"{load:g} req/s"
+
+
 def _label(p: dict) -> str:
     cap = "" if p["cap"] is None else f"cap {p['cap']}, "
     return f"{cap}{p.get('axis', 'load')} {p['load']:g}"
@@ -164,11 +191,10 @@ def failure_lines(data: dict) -> list[str]:
 
 def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
     axis = data["axis"]
-    unit = "users" if axis == "users" else "req/s"
-    slo_txt = ", ".join(f"{v['key']} ≤ {v['bound_ms']:g} ms" for v in data["slo"].values()) or "none (error rate only)"
+    slo_txt = ", ".join(slo_label(v["key"], v["bound_ms"]) for v in data["slo"].values()) or "none (error rate only)"
     rec = data["recommended"]
     cap_rows = [[fmt(c["cap"]) if c["cap"] is not None else "external",
-                 "none" if c["max_load"] is None else f"{c['max_load']:g} {unit}",
+                 "none" if c["max_load"] is None else load_text(c["max_load"], axis),
                  fmt(c["goodput"], 2), fmt(c["output_tokens_per_s"]), fmt(c["limiting"])] for c in data["capacity"]]
     pt_rows = []
     for p in sorted(data["points"], key=lambda p: ((p["cap"] or 0), p["load"])):
