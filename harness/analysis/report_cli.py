@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.analysis.report import build_report
-    from harness.analysis.summary import parse_slo
+    from harness.analysis.report import build_report, run_meta
+    from harness.analysis.summary import parse_slo, run_state
     from harness.usage import CliError
 
     run_dir = Path(args.run_dir)
@@ -34,5 +34,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{s['requests']:,} requests ({s['ok']:,} ok) in the steady window; "
           f"TTFT p50 {s.get('ttft_p50_ms') or 0:.1f} ms, ITL p50 {s.get('itl_p50_ms') or 0:.1f} ms, "
           f"{s['output_tokens_per_s']:.1f} tokens/s, overload rate {s['overload_rate']:.2%}")
+    if state := run_state(run_meta(run_dir if run_dir.is_dir() else run_dir.parent)):
+        print(state)
     print(f"report: {rep.html}")
     return 0

@@ -280,11 +280,25 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+def run_state(meta: dict | None) -> str | None:
+    """One line when a run did not end normally, from run.json (or a summary's ``run`` entry): ``interrupted``
+    (Ctrl-C or SIGTERM before its end) or ``complete: false`` (a distributed run whose workers' final
+    batches did not all arrive); None for a complete run, or for a run.json written before these fields."""
+    meta = meta or {}
+    if meta.get("interrupted"):
+        return "INCOMPLETE: the run was interrupted (Ctrl-C or SIGTERM) before its end; its numbers cover only the part that ran"
+    if meta.get("complete") is False:
+        return "INCOMPLETE: not every worker's records arrived before the run was finalized"
+    return None
+
+
 def to_markdown(summary: dict, title: str = "Run summary") -> str:
-    """summary.md: the failure headline (first line, when failures dominate), headline table, latency
-    table, outcomes, failure causes, token accounting."""
+    """summary.md: the run state (when incomplete), the failure headline (when failures dominate),
+    headline table, latency table, outcomes, failure causes, token accounting."""
     head = (summary.get("failures") or {}).get("headline")
     lines = [f"**{head}**", ""] if head else []
+    if state := run_state(summary.get("run")):
+        lines[:0] = [f"**{state}**", ""]
     lines += [f"# {title}", ""]
     sw = summary.get("steady_window_info") or {}
     if sw:

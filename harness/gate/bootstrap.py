@@ -12,7 +12,7 @@ from harness import metrics as m
 from harness.analysis.frame import RunFrame, load_frame, records_path
 from harness.analysis.rules import Verdict
 from harness.analysis.summary import analyse, dist, lookup, run_value, split_key, window_mask
-from harness.gate.config import GateConfig
+from harness.gate.config import GateConfig, Regression
 
 
 @dataclass
@@ -123,14 +123,42 @@ def evaluate_regressions(cur: RunData, base: RunData, cfg: GateConfig, slo: m.Sl
         sign = -1.0 if reg.higher_is_better else 1.0  # positive "worsening" = bad direction
         if ci is None:  # no records: point estimate only
             lo = hi = c - b
-            how = "point estimate (no records to resample)"
         else:
-            lo, hi, n = ci
-            how = f"{cfg.confidence:.0%} CI [{lo:+.4g}, {hi:+.4g}] from {n} resamples"
-        worse_lo = min(sign * lo, sign * hi)
+            lo, hi, _n = ci
+        worse_lo, worse_hi = sorted((sign * lo, sign * hi))
         passed = not worse_lo > tol
         expected = f"{'>=' if reg.higher_is_better else '<='} baseline {b:.4g} {'-' if reg.higher_is_better else '+'} {tol:.4g}"
-        detail = f"change {c - b:+.4g} ({(c - b) / b:+.1%} of baseline); {how}" if b else f"change {c - b:+.4g}; {how}"
+        detail = regression_detail(c - b, b, (lo, hi) if ci else None, reg, tol, cfg.confidence,
+                                   passed, worse_hi <= tol, ci[2] if ci else 0)
         out.append(Verdict(str(reg), reg.metric, passed, c, expected, detail, "regression",
                            {"baseline": b, "ci": [lo, hi], "tolerance": tol}))
     return out
+
+
+def regression_detail(change: float, base: float, ci: tuple[float, float] | None, reg: Regression, tol: float,
+                      confidence: float, passed: bool, all_within: bool, resamples: int) -> str:
+    """The gate table's explanation of one regression verdict: the change, the interval judged and the rule.
+
+    E.g. ``+11.5 % of baseline (95 % CI +3.1 .. +19.8 %) vs tolerance 10 %: PASS because part of the CI
+    is within the tolerance (a regression fails only when the whole CI is beyond it)``. Relative
+    tolerances are shown in % of the baseline value, absolute ones in the key's unit.
+    """
+    def show(v: float) -> str:
+        return f"{100 * v / base:+.1f} %" if reg.relative and base else f"{v:+.4g}"
+
+    tol_text = f"{100 * reg.tolerance:g} %" if reg.relative and base else f"{tol:.4g}"
+    head = f"{show(change)}{' of baseline' if reg.relative and base else ''}"
+    if ci is None:
+        interval = " (point estimate: no records to resample)"
+    else:
+        lo, hi = ci
+        interval = f" ({100 * confidence:g} % CI {show(lo)} .. {show(hi)}, {resamples} resamples)"
+    direction = "lower" if reg.higher_is_better else "higher"
+    if not passed:
+        why = f"FAIL because the whole {'interval' if ci else 'change'} is beyond the tolerance ({direction} is worse)"
+    elif all_within:
+        why = f"PASS because the whole {'interval' if ci else 'change'} is within the tolerance"
+    else:
+        why = ("PASS because part of the CI is within the tolerance (a regression fails only when the whole CI "
+               f"is beyond it, {direction} being worse)")
+    return f"{head}{interval} vs tolerance {tol_text}: {why}"

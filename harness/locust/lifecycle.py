@@ -8,8 +8,11 @@ Order of a run, per role (Locust's own event order: its documentation on event h
   local/master open RUN_DIR, write run.json, start the 1 s flusher and the optional /metrics scraper;
 - ``test_stop``: cancel open-loop streams still in flight; workers send their final batch;
   local finalizes; the master finalizes once every final batch is in;
-- ``quitting``: the master drains late final batches (harness.locust.shipping.drain) and
-  finalizes; ``process_exit_code`` is set (harness.locust.finalize).
+- ``quitting``: when it comes before the test's end (Ctrl-C, SIGTERM) the run is *interrupted*: the
+  users are stopped first (Locust's ``--stop-timeout`` applies; a second Ctrl-C cancels the streams still
+  in flight), so every record is written before finalization, and run.json says
+  ``complete: false, interrupted: true`` (exit code 130); the master drains late final batches
+  (harness.locust.shipping.drain) and finalizes; ``process_exit_code`` is set (harness.locust.finalize).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import gevent
 from locust import events
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 from harness.locust import clock_sync, prometheus_exporter, shipping, webui
 from harness.locust.finalize import finalize
@@ -31,7 +34,8 @@ from harness.records import write_run_meta
 
 logger = logging.getLogger("harness.locust")
 
-_state: dict[str, Any] = {"collector": shipping.Collector(), "flusher": None, "scraper": None, "exit_code": None}
+_state: dict[str, Any] = {"collector": shipping.Collector(), "flusher": None, "scraper": None, "exit_code": None,
+                          "interrupted": False, "test_stopped": False}
 
 
 def _role(runner: Any) -> str:
@@ -88,6 +92,7 @@ def _on_test_start(environment: Any, **_: Any) -> None:
     if not (environment.host or all(getattr(c, "host", None) for c in environment.user_classes)):
         logger.error("stream-harness: --host is required (the server's base URL, e.g. http://127.0.0.1:3000)")
         gevent.spawn_later(0, runner.quit)
+    _state["interrupted"] = _state["test_stopped"] = False
     if ctx.role == "master":
         workers = sorted(c.id for c in runner.clients.all)
         ctx.start()
@@ -155,6 +160,7 @@ def _on_final_message(environment: Any, msg: Any, **_: Any) -> None:
 @events.test_stop.add_listener
 def _on_test_stop(environment: Any, **_: Any) -> None:
     ctx = current()
+    _state["test_stopped"] = True
     if not ctx.active:
         return
     if ctx.schedule is not None:
@@ -174,14 +180,42 @@ def _on_quitting(environment: Any, **_: Any) -> None:
     if ctx.role == "worker":
         environment.process_exit_code = 0  # workers' outcomes are judged by the master
         return
+    if ctx.active and not ctx.finalized and ctx.run_dir is not None and not _state["test_stopped"]:
+        _interrupt(environment, ctx)
     if ctx.active and not ctx.finalized and ctx.run_dir is not None:
-        complete = True
+        complete = not _state["interrupted"]
         if ctx.role == "master":
             timeout = float(environment.stop_timeout or 0) + 15.0
             complete = shipping.drain(environment, ctx, _state["collector"], timeout)
         _finalize(ctx, complete=complete)
     if _state["exit_code"] is not None:
         environment.process_exit_code = _state["exit_code"]
+
+
+def _interrupt(environment: Any, ctx: RunContext) -> None:
+    """Quitting before the test's end (Ctrl-C, SIGTERM): stop the users, then let test_stop finalize.
+
+    Locust fires ``quitting`` while the users still run and stops them only afterwards; finalizing
+    then would close run.json before the requests in flight end (their records used to be appended
+    after it). A stop already under way (the run time was reached, test_stop not fired yet) is waited
+    for instead of started twice.
+    """
+    _state["interrupted"] = True
+    runner = environment.runner
+    wait_s = float(environment.stop_timeout or 0)
+    logger.warning("stream-harness: run %s interrupted; stopping the users%s before finalizing", ctx.run_id,
+                   f" (up to --stop-timeout {wait_s:g} s; Ctrl-C again cancels them)" if wait_s else "")
+    try:
+        if runner.state in (STATE_SPAWNING, STATE_RUNNING):
+            runner.stop()  # fires test_stop, which finalizes (local; master once every final batch is in)
+        deadline = time.monotonic() + wait_s + 5.0
+        while not _state["test_stopped"] and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+    except KeyboardInterrupt:  # a second Ctrl-C: cancel the streams in flight (their records are kept)
+        logger.warning("stream-harness: second interrupt; cancelling the requests in flight")
+        if ctx.schedule is not None:
+            ctx.schedule.cancel_inflight()
+        runner.user_greenlets.kill(block=True, timeout=5)
 
 
 def _finalize(ctx: RunContext, complete: bool) -> None:
@@ -194,6 +228,7 @@ def _finalize(ctx: RunContext, complete: bool) -> None:
     if scraper is not None:
         scraper.stop()
         _state["scraper"] = None
-    code = finalize(ctx, complete=complete)
+    interrupted = bool(_state["interrupted"])
+    code = finalize(ctx, complete=complete and not interrupted, interrupted=interrupted)
     _state["exit_code"] = code
     ctx.env.process_exit_code = code

@@ -1,0 +1,62 @@
+"""Ctrl-C in a headless Locust run (a real `locust` process sent SIGINT mid-run against the simulated
+server): the run says it was interrupted (run.json ``complete: false, interrupted: true``), exits
+non-zero, and finalizes after its last record (run.json's record count is the file's, no record is
+appended after finalization); `harness report` and `harness gate` show the state, and the gate fails
+the run unless ``--allow-incomplete``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from locust_helpers import SCENARIOS, headless, start_locust
+
+#: seconds to wait for the first flushed records before interrupting (bounded, not a timing assert)
+FIRST_RECORDS_WAIT_S = 60.0
+
+
+def _lines(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.exists() else 0
+
+
+def _harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=180)
+
+
+def test_sigint_mid_run_is_interrupted_and_final(sim, tmp_path: Path) -> None:
+    server = sim(64, "--sim-output-tokens", "0")  # every stream lasts its max_new_tokens: ~3 s each
+    run = start_locust(tmp_path, "int", [*headless(server.url, 4, "120s"), "--output-tokens", "fixed:200"],
+                       locustfile=SCENARIOS / "chat_stream.py")
+    records = run.run_dir / "records.jsonl"
+    deadline = time.monotonic() + FIRST_RECORDS_WAIT_S
+    while _lines(records) == 0 and run.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run.proc.poll() is None, run.log()[-3000:]
+    assert _lines(records) > 0, f"no record flushed in {FIRST_RECORDS_WAIT_S} s:\n{run.log()[-3000:]}"
+    run.proc.send_signal(signal.SIGINT)  # streams of the 4 users are in flight now
+    rc = run.wait(60)
+    log = run.log()
+    assert rc != 0, log[-3000:]
+    meta = run.run_meta()
+    assert meta["complete"] is False and meta["interrupted"] is True, meta
+    assert meta["exit_code"] == rc
+    assert "arrived after the run was finalized" not in log, log[-3000:]
+    assert meta["records"] == _lines(records), "records written after run.json was finalized"
+    assert "interrupted" in log
+
+    rep = _harness("report", str(run.run_dir), cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    assert "interrupted" in rep.stdout
+    rules = tmp_path / "gate.toml"
+    rules.write_text('rules = ["error_rate <= 1"]\n')
+    gate = _harness("gate", str(run.run_dir), "--rules", str(rules), cwd=tmp_path)
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert "interrupted" in gate.stdout
+    allowed = _harness("gate", str(run.run_dir), "--rules", str(rules), "--allow-incomplete", cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert json.loads((run.run_dir / "run.json").read_text())["interrupted"] is True
