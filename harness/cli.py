@@ -1,4 +1,4 @@
-"""`harness serve | run | probe | report | export | gate | sweep | calibrate | demo | scenarios`: parse, call, exit.
+"""`harness COMMAND ...`: the stream-harness command line (the dispatcher of its subcommands).
 
 Each subcommand lives in one module (a package's ``command`` module when the command has more than one
 concern), which exposes ``add_arguments(parser)`` and ``run(args) -> int``; :data:`COMMANDS` is the one
@@ -55,8 +55,37 @@ def load_plugins() -> list[str]:
     return names
 
 
+#: what `harness --help` says about the tool (the module docstring is for developers)
+DESCRIPTION = """\
+stream-harness: load tests for token-streaming LLM servers (TGI and OpenAI-compatible APIs). It measures
+what a chat user feels (time to first token, inter-token latency, tokens/s, overloads) per request, runs
+Locust scenarios, reports, gates CI on the results and finds the load a deployment sustains."""
+
+EPILOG = """\
+first steps:
+  harness serve --model simulated                  a reference server on http://127.0.0.1:3000
+  harness run --protocol openai --prompt "Hi"      stream one answer, then its TTFT, ITL and tokens
+  harness scenarios                                 the Locust scenarios (locust -f PATH ...)
+  harness report RUN_DIR                            report.html of a Locust run
+  harness COMMAND --help                            the options of one command, with their defaults"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions' line breaks and appends ``(default: X)`` to an option's help when it has a
+    default worth showing (not None/False) and its help does not already state one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and default is not None and default is not False and default != ""
+                and default != argparse.SUPPRESS and "default" not in text.lower() and not isinstance(action, argparse._VersionAction)):
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="harness", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from harness import __version__
 
     parser.add_argument("--version", action="version", version=f"stream-harness {__version__}")
@@ -64,7 +93,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     modules: dict[str, object] = {}
     wanted = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     for name, (modname, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         # Import only the module of the command being run (torch imports are slow).
         if wanted == name:
             mod = importlib.import_module(modname)

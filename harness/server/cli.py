@@ -62,31 +62,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="smollm2", help="smollm2 (embedded SmolLM2-135M-Instruct), tiny "
                    "(random 2-layer Llama, for tests), simulated (no model), a hub id, a local dir or a "
                    ".gguf file (default: %(default)s)")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights' dtype; auto: the model's own, float32 on CPU")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    g.add_argument("--port", "-p", type=_count(0), default=3000, help="(default: %(default)s)")
+    g.add_argument("--port", "-p", type=_count(0), default=3000,
+                   help="listen port, checked before the model loads (default: %(default)s)")
     g.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on POST routes")
     g.add_argument("--payload-limit", type=_count(1), default=2_000_000, help="max body bytes (413 above)")
-    g.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
+    g.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="log verbosity")
     g.add_argument("--graceful-termination-timeout", type=_real(0), default=90.0,
                    help="seconds in-flight requests may take after SIGTERM (default: %(default)s)")
     g.add_argument("--trace-file", default=None, metavar="PATH",
                    help="JSONL: CLOCK_MONOTONIC ns at which each token event was written")
     g = p.add_argument_group("limits (TGI)")
-    g.add_argument("--max-concurrent-requests", type=_count(1), default=128)
-    g.add_argument("--max-input-tokens", type=_count(1), default=None)
-    g.add_argument("--max-total-tokens", type=_count(2), default=None)
-    g.add_argument("--max-stop-sequences", type=_count(0), default=4)
-    g.add_argument("--max-top-n-tokens", type=_count(0), default=5)
-    g.add_argument("--max-best-of", type=_count(1), default=2)
-    g.add_argument("--max-client-batch-size", type=_count(1), default=4)
+    g.add_argument("--max-concurrent-requests", type=_count(1), default=128,
+                   help="requests admitted at once (streaming or queued); more are answered 429 overloaded")
+    g.add_argument("--max-input-tokens", type=_count(1), default=None,
+                   help="longest prompt in tokens, 422 above (default: the model's context - 1)")
+    g.add_argument("--max-total-tokens", type=_count(2), default=None,
+                   help="prompt + max_new_tokens limit, 422 above (default: the model's context)")
+    g.add_argument("--max-stop-sequences", type=_count(0), default=4, help="stop sequences per request")
+    g.add_argument("--max-top-n-tokens", type=_count(0), default=5, help="largest top_n_tokens per request")
+    g.add_argument("--max-best-of", type=_count(1), default=2, help="largest best_of per request")
+    g.add_argument("--max-client-batch-size", type=_count(1), default=4,
+                   help="most inputs in one request (batched routes)")
     g = p.add_argument_group("batching (transformers backend)")
-    g.add_argument("--max-batch-size", type=_count(1), default=None)
-    g.add_argument("--max-batch-prefill-tokens", type=_count(1), default=4096)
-    g.add_argument("--waiting-served-ratio", type=_real(0), default=1.2)
-    g.add_argument("--max-waiting-tokens", type=_count(0), default=20)
+    g.add_argument("--max-batch-size", type=_count(1), default=None,
+                   help="most requests decoded together (default: no limit beyond admission)")
+    g.add_argument("--max-batch-prefill-tokens", type=_count(1), default=4096,
+                   help="padded prefill budget of one join (requests x longest prompt, tokens)")
+    g.add_argument("--waiting-served-ratio", type=_real(0), default=1.2,
+                   help="while a batch runs, waiting requests join only when at least floor(batch size x "
+                        "ratio) can join at once (TGI's rule)")
+    g.add_argument("--max-waiting-tokens", type=_count(0), default=20,
+                   help="decode steps after which waiting requests join regardless of the ratio")
     g.add_argument("--prefix-cache", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse the KV of prompt prefixes across requests in blocks of 16 tokens (as vLLM "
                         "and TGI do by default; outputs are unchanged); usage reports "
@@ -151,6 +162,29 @@ def build_config(args: argparse.Namespace):
         api_key=args.api_key, payload_limit=args.payload_limit, trace_file=args.trace_file)
 
 
+def check_port(host: str, port: int) -> None:
+    """CliError (one line) when ``host:port`` cannot be bound, e.g. another process listens there.
+
+    Binds a throwaway socket with the options uvicorn uses (SO_REUSEADDR, so a port in TIME_WAIT
+    passes as it would for uvicorn) and closes it; port 0 (any free port) is not checked.
+    """
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(f"port {port} on {host} is already in use (another server?); "
+                           f"choose another with --port") from None
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _graceful_server_class():
     import uvicorn
 
@@ -189,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
 
     _GracefulServer = _graceful_server_class()
     cfg = build_config(args)
+    check_port(args.host, args.port)  # before the model loads (minutes for a large one)
     level = "debug" if args.log_level == "trace" else args.log_level
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
