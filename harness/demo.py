@@ -25,23 +25,30 @@ PROMPT = "In two sentences, why does time-to-first-token matter for a chat assis
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2", help="model of the bundled server (default smollm2)")
-    p.add_argument("--caps", default="2,8")
-    p.add_argument("--users", default="1,4,16")
-    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per point")
-    p.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds per point")
-    p.add_argument("--output-tokens", default="fixed:32")
-    p.add_argument("--input-tokens", default="fixed:32")
-    p.add_argument("--slo", default="ttft_p95=4000,itl_p99=1000")
-    p.add_argument("--out", default=None, help="sweep dir (default ./reports/demo/<timestamp>)")
+    p.add_argument("--model", default="smollm2",
+                   help="model of the bundled server: smollm2, simulated, ... (default: %(default)s)")
+    p.add_argument("--caps", default="2,8",
+                   help="server caps (--max-concurrent-requests) to sweep, comma separated (default: %(default)s)")
+    p.add_argument("--users", default="1,4,16",
+                   help="concurrent users per point, comma separated (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per point (default: %(default)s)")
+    p.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds per point (default: %(default)s)")
+    p.add_argument("--output-tokens", default="fixed:32",
+                   help="max_new_tokens distribution of the sweep's requests (default: %(default)s)")
+    p.add_argument("--input-tokens", default="fixed:32",
+                   help="prompt length distribution, tokens (default: %(default)s)")
+    p.add_argument("--slo", default="ttft_p95=4000,itl_p99=1000",
+                   help="SLO the recommendation is judged by, ms (default: %(default)s)")
+    p.add_argument("--out", default=None, help="sweep dir (default: ./reports/demo/<timestamp>)")
     p.add_argument("--retry-overloaded", type=int, default=2,
-                   help="users retry an overloaded answer this often with capped backoff (default 2), so "
-                        "rejected users do not spin on the 2 cores the server needs")
+                   help="users retry an overloaded answer this often with capped backoff, so rejected users "
+                        "do not spin on the 2 cores the server needs (default: %(default)s)")
     p.add_argument("--skip-stream", action="store_true", help="skip the single streamed answer")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="harness demo", description=__doc__.splitlines()[0])
+    intro = __doc__.split("\n\n")[0].replace("\n", " ")  # the first paragraph, whole
+    p = argparse.ArgumentParser(prog="python -m harness.demo", description=intro)
     add_arguments(p)
     return p.parse_args(argv)
 
