@@ -47,7 +47,8 @@ def test_plan_errors(argv, msg):
 
 
 def _pt(cap, load, ttft, over=0.0):
-    return Point(cap, load, {"ttft_p95_ms": ttft, "error_rate": over, "overload_rate": over, "ok": 10,
+    return Point(cap, load, {"ttft_p95_ms": ttft, "error_rate": over, "overload_rate": over, "ok": 25,
+                             "steady_window_info": {"duration_s": 25.0},
                              "goodput": load * 1.0, "output_tokens_per_s": load * 10.0})
 
 
@@ -71,7 +72,7 @@ def test_sweep_end_to_end_and_resume(tmp_path):
     cmd = [sys.executable, "-m", "harness", "sweep", "--caps", "1,4", "--users", "1,3", "--duration", "2.5",
            "--warmup", "0.5", "--model", "simulated", "--server-args", "--sim-ttft-ms 30 --sim-itl-ms 5",
            "--input-tokens", "fixed:8", "--output-tokens", "fixed:8", "--slo", "ttft_p95=500",
-           "--no-point-reports", "--out", str(out)]
+           "--no-point-reports", "--min-window", "1", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads((out / "sweep.json").read_text())

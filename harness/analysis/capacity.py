@@ -14,6 +14,20 @@ stops there with ``limiting`` = ``inconclusive: failures ...`` (the loads below 
 the recommendation says the sweep is inconclusive instead of "no cap met the SLO". Overloaded
 answers to a load above the cap remain what they are, a capacity signal (the error-rate check).
 
+Every point gets one :class:`PointVerdict` - ``pass``, ``fail`` or ``inconclusive`` - with the
+evidence it rests on (:class:`Check`: ``n`` ok requests and ``window_s`` of the steady window). A point
+is *inconclusive* (never a pass, never a failure) for one of :data:`INCONCLUSIVE_WHY`, checked in this
+order:
+
+1. ``failures``: failures other than overload dominate (the failure rule above);
+2. ``short window``: its steady window is shorter than ``min_window_s`` (default
+   :data:`DEFAULT_MIN_WINDOW_S` = 3 s, the shortest window the steady-window rule accepts as steady,
+   :data:`harness.analysis.steady.MIN_WINDOW_S`): a window that short is mostly ramp-up and drain;
+3. ``few requests``: fewer than ``min_requests`` ok requests were sent inside the steady window
+   (default :data:`DEFAULT_MIN_REQUESTS` = 20: the p95 of fewer than 20 values is their maximum, so one
+   slow request would decide it). Exception: the error rate alone fails a point over at least
+   ``min_requests`` attempts (a server refusing most of them is a measured failure).
+
 Recommended cap: the one with the largest capacity; ties go to the higher goodput (or output tokens/s
 without an SLO) at that load, then to the smaller cap (less memory, less queueing).
 """
@@ -21,10 +35,30 @@ without an SLO) at that load, then to the smaller cap (less memory, less queuein
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
 from harness.analysis.failures import failure_verdict
+from harness.analysis.steady import MIN_WINDOW_S
 
 DEFAULT_MAX_ERROR_RATE = 0.01
+#: fewest ok requests in a point's steady window for a latency verdict (module docstring)
+DEFAULT_MIN_REQUESTS = 20
+#: shortest steady window, s, for any verdict (module docstring)
+DEFAULT_MIN_WINDOW_S = MIN_WINDOW_S
+
+
+class PointVerdict(StrEnum):
+    """A sweep point's verdict against the SLO: the one list of them."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+#: why a point is inconclusive, in the order they are checked (module docstring)
+INCONCLUSIVE_WHY = ("failures", "short window", "few requests")
+#: the inconclusive causes a longer run can cure (``harness sweep --extend-inconclusive``)
+EXTENDABLE = ("short window", "few requests")
 
 
 @dataclass
@@ -39,7 +73,25 @@ class Point:
 class Check:
     point_ok: bool
     failures: list[str] = field(default_factory=list)
-    inconclusive: bool = False  #: failures other than overload dominate: not a capacity figure
+    inconclusive: bool = False  #: neither pass nor fail: see ``why``
+    why: str | None = None  #: one of :data:`INCONCLUSIVE_WHY` when inconclusive
+    n: int = 0  #: ok requests sent inside the steady window
+    window_s: float = 0.0  #: the steady window's length, s
+
+    @property
+    def verdict(self) -> PointVerdict:
+        if self.inconclusive:
+            return PointVerdict.INCONCLUSIVE
+        return PointVerdict.PASS if self.point_ok else PointVerdict.FAIL
+
+    @property
+    def label(self) -> str:
+        """``pass`` / ``fail`` / ``inconclusive: few requests``."""
+        return f"inconclusive: {self.why}" if self.inconclusive else self.verdict.value
+
+    def evidence(self) -> dict:
+        """What the verdict rests on: ``{"n": ok requests, "window_s": steady window s}``."""
+        return {"n": self.n, "window_s": round(self.window_s, 3)}
 
 
 @dataclass
@@ -49,7 +101,8 @@ class CapCapacity:
     goodput: float | None
     output_tokens_per_s: float | None
     limiting: str  #: why the next load failed, or why it is unbounded within the sweep
-    inconclusive: bool = False  #: the search stopped at a point whose failures were no capacity signal
+    inconclusive: bool = False  #: the search stopped at an inconclusive point (its limit is unknown)
+    why: str | None = None  #: that point's cause, one of :data:`INCONCLUSIVE_WHY`
 
 
 @dataclass
@@ -65,30 +118,51 @@ def point_failures(summary: dict) -> dict:
     return summary.get("failures") or failure_verdict(summary.get("outcomes") or {}).as_dict()
 
 
-def check_point(summary: dict, slo: dict[str, tuple[str, float]], max_error_rate: float) -> Check:
-    """Does one point meet the SLO? ``slo`` maps metric -> (summary key, bound in ms).
+def window_s(summary: dict) -> float | None:
+    """Length, s, of the window a point's summary covers: its steady window (``steady_window_info``),
+    else its ``measurement_window_s``; None when the summary records neither (not checked then)."""
+    info = summary.get("steady_window_info")
+    if info:
+        return float(info.get("duration_s") or 0.0)
+    v = summary.get("measurement_window_s")
+    return float(v) if isinstance(v, int | float) else None
 
-    A point whose non-overload failures dominate is not checked against the SLO: it is
-    ``inconclusive`` (module docstring).
-    """
+
+def check_point(summary: dict, slo: dict[str, tuple[str, float]], max_error_rate: float,
+                min_requests: int = DEFAULT_MIN_REQUESTS, min_window_s: float = DEFAULT_MIN_WINDOW_S) -> Check:
+    """The point's verdict (module docstring). ``slo`` maps metric -> (summary key, bound in ms)."""
+    n, w_known = int(summary.get("ok") or 0), window_s(summary)
+    w = w_known if w_known is not None else 0.0
     verdict = point_failures(summary)
+
+    def inconclusive(why: str, text: str) -> Check:
+        return Check(False, [f"inconclusive: {text}"], True, why, n, w)
+
     if verdict.get("inconclusive"):
-        return Check(False, [f"inconclusive: failures: {verdict.get('headline')}"], inconclusive=True)
+        return inconclusive("failures", f"failures: {verdict.get('headline')}")
+    if w_known is not None and w < min_window_s:
+        return inconclusive("short window", f"steady window {w:.1f} s < {min_window_s:g} s ({n} ok requests)")
+    # requests the harness itself cancelled at the end of a point are not the server's failures
+    err = (summary.get("error_rate") or 0.0) - (summary.get("error_rate_cancelled") or 0.0)
+    err_fail = (f"error rate {err:.1%} > {max_error_rate:.1%}"
+                + (f" (overloaded {summary.get('overload_rate', 0):.1%})" if summary.get("overload_rate") else ""))
+    if n < min_requests:
+        if err > max_error_rate and int(verdict.get("attempts") or 0) >= min_requests:
+            return Check(False, [err_fail], n=n, window_s=w)
+        where = f" in the {w:.1f}-s steady window" if w_known is not None else ""
+        return inconclusive("few requests", f"{n} ok requests{where} < {min_requests}")
     failures = []
     for key, bound in slo.values():
         v = summary.get(key)
         if v is None:
-            failures.append(f"{key} missing" + (" (no ok requests)" if not summary.get("ok") else ""))
+            failures.append(f"{key} missing" + (" (no ok requests)" if not n else ""))
         elif v > bound:
             failures.append(f"{key} {v:.1f} > {bound:g}")
-    # requests the harness itself cancelled at the end of a point are not the server's failures
-    err = (summary.get("error_rate") or 0.0) - (summary.get("error_rate_cancelled") or 0.0)
     if err > max_error_rate:
-        failures.append(f"error rate {err:.1%} > {max_error_rate:.1%}"
-                        + (f" (overloaded {summary.get('overload_rate', 0):.1%})" if summary.get("overload_rate") else ""))
-    if not summary.get("ok"):
+        failures.append(err_fail)
+    if not n:
         failures.append("no ok requests")
-    return Check(not failures, failures)
+    return Check(not failures, failures, n=n, window_s=w)
 
 
 def _unit(axis: str) -> str:
@@ -96,20 +170,24 @@ def _unit(axis: str) -> str:
 
 
 def capacity(points: list[Point], slo: dict[str, tuple[str, float]], axis: str = "users",
-             max_error_rate: float = DEFAULT_MAX_ERROR_RATE) -> list[CapCapacity]:
-    """Per cap (ascending), the largest load sustained within the SLO."""
+             max_error_rate: float = DEFAULT_MAX_ERROR_RATE, min_requests: int = DEFAULT_MIN_REQUESTS,
+             min_window_s: float = DEFAULT_MIN_WINDOW_S) -> list[CapCapacity]:
+    """Per cap (ascending), the largest load sustained within the SLO; the search stops at the first
+    point that fails or is inconclusive."""
     caps = sorted({p.cap for p in points}, key=lambda c: (c is None, c or 0))
     out = []
     for cap in caps:
         pts = sorted((p for p in points if p.cap == cap), key=lambda p: p.load)
         best: Point | None = None
         limiting = f"met the SLO at every load swept (up to {pts[-1].load:g} {_unit(axis)})" if pts else "no points"
-        inconclusive = False
+        inconclusive, why = False, None
         for p in pts:
-            c = check_point(p.summary, slo, max_error_rate)
+            c = check_point(p.summary, slo, max_error_rate, min_requests, min_window_s)
             if c.inconclusive:
-                inconclusive = True
-                limiting = f"inconclusive at {p.load:g} {_unit(axis)}: " + point_failures(p.summary)["headline"]
+                inconclusive, why = True, c.why
+                text = (point_failures(p.summary)["headline"] if c.why == "failures"
+                        else c.failures[0].removeprefix("inconclusive: "))
+                limiting = f"inconclusive at {p.load:g} {_unit(axis)}: {text}"
                 break
             if not c.point_ok:
                 limiting = f"at {p.load:g} {_unit(axis)}: " + "; ".join(c.failures)
@@ -117,7 +195,7 @@ def capacity(points: list[Point], slo: dict[str, tuple[str, float]], axis: str =
             best = p
         out.append(CapCapacity(cap, best.load if best else None,
                                best.summary.get("goodput") if best else None,
-                               best.summary.get("output_tokens_per_s") if best else None, limiting, inconclusive))
+                               best.summary.get("output_tokens_per_s") if best else None, limiting, inconclusive, why))
     return out
 
 
@@ -126,9 +204,12 @@ def recommend(table: list[CapCapacity], axis: str = "users") -> Recommendation:
     ok = [c for c in table if c.max_load is not None]
     if not ok:
         worst = "; ".join(f"cap {c.cap}: {c.limiting}" for c in table)
-        if any(c.inconclusive for c in table):
+        if any(c.inconclusive and c.why == "failures" for c in table):
             return Recommendation(None, None, f"inconclusive: failures, not the server's capacity, decided the "
                                               f"sweep ({worst})")
+        if any(c.inconclusive for c in table):
+            return Recommendation(None, None, f"inconclusive: too little evidence at the lowest loads to judge "
+                                              f"any cap; run longer points or --extend-inconclusive ({worst})")
         return Recommendation(None, None, f"no cap met the SLO even at the lowest load ({worst})")
 
     def key(c: CapCapacity) -> tuple:
@@ -138,8 +219,9 @@ def recommend(table: list[CapCapacity], axis: str = "users") -> Recommendation:
     best = max(ok, key=key)
     rate_txt = (f"goodput {best.goodput:.2f} req/s" if best.goodput is not None
                 else f"{best.output_tokens_per_s or 0:.1f} output tokens/s")
-    others = [f"cap {c.cap} sustains {'nothing' if c.max_load is None else f'{c.max_load:g} {_unit(axis)}'}"
-              f" ({c.limiting})" for c in table if c is not best]
+    others = [(f"cap {c.cap} is {c.limiting}" if c.max_load is None and c.inconclusive else
+               f"cap {c.cap} sustains {'nothing' if c.max_load is None else f'{c.max_load:g} {_unit(axis)}'}"
+               f" ({c.limiting})") for c in table if c is not best]
     if best.limiting.startswith("met"):
         beyond = f"it {best.limiting}, so its limit lies beyond the sweep"
     elif best.inconclusive:

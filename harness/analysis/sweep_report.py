@@ -3,7 +3,12 @@ the capacity table and the recommended cap (harness.analysis.capacity).
 
 Points whose failures dominate (harness.analysis.failures) say so: each point's ``failures`` in
 sweep.json, a "failures" column, and, when any point is inconclusive, sweep.html's first statement
-and :func:`failure_lines` (printed first by ``harness sweep``)."""
+and :func:`failure_lines` (printed first by ``harness sweep``).
+
+Every point carries its verdict (``pass`` / ``fail`` / ``inconclusive``, harness.analysis.capacity)
+and its evidence (``n`` ok requests, ``window_s``) in sweep.json and the points table; inconclusive
+points are hollow markers on a dotted line at their load in the plots, "inconclusive" in the capacity
+table and the recommendation, and listed by :func:`inconclusive_lines`."""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
 from harness.analysis.capacity import (  # noqa: E402
+    DEFAULT_MIN_REQUESTS,
+    DEFAULT_MIN_WINDOW_S,
     Point,
     as_dicts,
     capacity,
@@ -89,6 +96,25 @@ def _slo_line(ax, bound: float, label: str) -> None:
         ax.axhline(bound, color="red", lw=1, alpha=0.6, label=label)
 
 
+def _mark_inconclusive(ax, points: list[dict], caps: list, key: str | None) -> None:
+    """Inconclusive points: a hollow marker where the point has a value for ``key``, and a dotted
+    vertical line labelled "inconclusive" at its load (also where it has none)."""
+    marked = False
+    for i, cap in enumerate(caps):
+        for p in points:
+            if p["cap"] != cap or p.get("verdict") != "inconclusive":
+                continue
+            color = f"C{i % 10}"
+            ax.axvline(p["load"], color=color, ls=":", lw=1, alpha=0.6)
+            ax.text(p["load"], 0.98, " inconclusive", transform=ax.get_xaxis_transform(), rotation=90,
+                    fontsize=7, color=color, va="top", ha="right")
+            v = (p.get("summary") or {}).get(key) if key else None
+            if v is not None:
+                ax.plot([p["load"]], [v], ls="none", marker="o", ms=9, mfc="white", mec=color, mew=1.5,
+                        label=None if marked else "inconclusive (hollow)")
+                marked = True
+
+
 def _xlabel(axis: str) -> str:
     return "concurrent users" if axis == "users" else "offered load (requests/s)"
 
@@ -107,6 +133,7 @@ def plot_latency(points: list[dict], caps: list, axis: str, slo: dict, out: Path
                             label=f"{'load' if cap is None else f'cap {cap}'} {stat}")
         if name in slo:
             _slo_line(ax, slo[name][1], f"SLO {slo_label(*slo[name])}")
+        _mark_inconclusive(ax, points, caps, slo[name][0] if name in slo else f"{key}_p95_ms")
         _xscale(ax, points)
         ax.set_title(f"{name.upper()} percentiles vs load" + (" (from intended start)" if key != name else ""))
         ax.set_xlabel(_xlabel(axis))
@@ -134,6 +161,7 @@ def plot_rates(points: list[dict], caps: list, axis: str, out: Path) -> Path:
                 title, unit = "Request throughput vs load (no SLO given)", "requests/s"
             if xs:
                 ax.plot(xs, ys, marker="o", ms=3, color=f"C{i % 10}", label="load" if cap is None else f"cap {cap}")
+        _mark_inconclusive(ax, points, caps, key)
         _xscale(ax, points)
         ax.set_title(title)
         ax.set_xlabel(_xlabel(axis))
@@ -147,21 +175,28 @@ def plot_rates(points: list[dict], caps: list, axis: str, out: Path) -> Path:
     return path
 
 
-def write_sweep_outputs(plan: SweepPlan, points: list[dict], slo_text: str | None, max_error_rate: float) -> dict:
-    """Write sweep.json and sweep.html into ``plan.out``; returns sweep.json's content."""
+def write_sweep_outputs(plan: SweepPlan, points: list[dict], slo_text: str | None, max_error_rate: float,
+                        min_requests: int = DEFAULT_MIN_REQUESTS, min_window_s: float = DEFAULT_MIN_WINDOW_S) -> dict:
+    """Write sweep.json and sweep.html into ``plan.out``; returns sweep.json's content.
+
+    Each point gets ``verdict`` (pass / fail / inconclusive), ``inconclusive_why``, ``evidence``
+    (``n``, ``window_s``), ``meets_slo`` and ``slo_failures`` (harness.analysis.capacity.check_point).
+    """
     out = Path(plan.out)
     slo = slo_spec(slo_text, intended=plan.axis == "rate")
     pts = [Point(p["cap"], p["load"], p.get("summary") or {}, p.get("run_dir", "")) for p in points if p.get("complete")]
-    table_ = capacity(pts, slo, plan.axis, max_error_rate)
+    table_ = capacity(pts, slo, plan.axis, max_error_rate, min_requests, min_window_s)
     rec = recommend(table_, plan.axis)
     for p in points:
-        c = check_point(p.get("summary") or {}, slo, max_error_rate)
+        c = check_point(p.get("summary") or {}, slo, max_error_rate, min_requests, min_window_s)
         p["meets_slo"], p["slo_failures"], p["inconclusive"] = c.point_ok, c.failures, c.inconclusive
+        p["verdict"], p["inconclusive_why"], p["evidence"] = c.verdict.value, c.why, c.evidence()
         if p.get("summary"):
             p["failures"] = point_failures(p["summary"])
     data = {"axis": plan.axis, "caps": plan.caps, "loads": plan.loads,
             "slo": {k: {"key": v[0], "bound_ms": v[1]} for k, v in slo.items()},
-            "max_error_rate": max_error_rate, "points": points, "capacity": as_dicts(table_),
+            "max_error_rate": max_error_rate, "min_requests": min_requests, "min_window_s": min_window_s,
+            "points": points, "capacity": as_dicts(table_),
             "recommended": {"cap": rec.cap, "max_load": rec.max_load, "reason": rec.reason}}
     (out / "sweep.json").write_text(json.dumps(data, indent=2, default=str))
     caps = list(plan.caps)
@@ -184,8 +219,21 @@ def _label(p: dict) -> str:
 def failure_lines(data: dict) -> list[str]:
     """One line per point whose failures dominate, inconclusive points first (empty when none)."""
     pts = [p for p in data["points"] if (p.get("failures") or {}).get("headline")]
-    pts.sort(key=lambda p: (not p.get("inconclusive"), p["cap"] or 0, p["load"]))
-    return [f"{_label(p)}: {'inconclusive: ' if p.get('inconclusive') else ''}{p['failures']['headline']}"
+    pts.sort(key=lambda p: (not _by_failures(p), p["cap"] or 0, p["load"]))
+    return [f"{_label(p)}: {'inconclusive: ' if _by_failures(p) else ''}{p['failures']['headline']}"
+            for p in pts]
+
+
+def _by_failures(p: dict) -> bool:
+    """Inconclusive under the failure rule (old sweep.json files: ``inconclusive`` alone)."""
+    return bool(p.get("inconclusive")) and p.get("inconclusive_why", "failures") == "failures"
+
+
+def inconclusive_lines(data: dict) -> list[str]:
+    """One line per point inconclusive for too little evidence (short window, few requests)."""
+    pts = [p for p in data["points"] if p.get("inconclusive") and not _by_failures(p)]
+    pts.sort(key=lambda p: (p["cap"] or 0, p["load"]))
+    return [f"{_label(p)}: {'; '.join(f.removeprefix('inconclusive: ') for f in p.get('slo_failures') or [])}"
             for p in pts]
 
 
@@ -201,12 +249,12 @@ def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
         s = p.get("summary") or {}
         rep = Path(p["run_dir"]) / "report" / "report.html"
         link = (f'<a href="{os.path.relpath(rep, out)}">report</a>' if rep.exists() else "")
+        ev = p.get("evidence") or {}
         pt_rows.append([fmt(p["cap"]) if p["cap"] is not None else "external", f"{p['load']:g}",
                         fmt(s.get("ttft_p50_ms")), fmt(s.get("ttft_p95_ms")), fmt(s.get("itl_p99_ms")),
                         fmt(s.get("e2e_p99_ms")), fmt(s.get("output_tokens_per_s")),
                         f"{(s.get('overload_rate') or 0):.1%}", _failure_cell(p), fmt(s.get("goodput"), 2),
-                        "yes" if p.get("meets_slo") else f"<span class='bad'>no</span> {fmt('; '.join(p.get('slo_failures') or []))}"
-                        if p.get("complete") else f"<span class='bad'>incomplete</span> {fmt(p.get('error'))}", link])
+                        fmt(ev.get("n")), fmt(ev.get("window_s")), _verdict_cell(p), link])
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>stream-harness sweep</title><style>{CSS}</style></head><body>",
         "<h1>stream-harness capacity sweep</h1>",
@@ -224,10 +272,23 @@ def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
         parts.append(f"<h2>{title}</h2>{img_tag(path, title)}")
     parts += ["<h2>Points</h2>",
               table(["cap", axis, "TTFT p50", "TTFT p95", "ITL p99", "E2E p99", "tokens/s", "overload", "failed",
-                     "goodput", "meets SLO", "point"], pt_rows),
-              "<p class='sub'>Latencies in ms over each point's steady window (warm-up and drain excluded).</p>",
+                     "goodput", "n", "window (s)", "verdict", "point"], pt_rows),
+              "<p class='sub'>Latencies in ms over each point's steady window (warm-up and drain excluded); "
+              f"n = ok requests sent in it. A point with fewer than {data.get('min_requests', DEFAULT_MIN_REQUESTS)} "
+              f"ok requests or a window under {data.get('min_window_s', DEFAULT_MIN_WINDOW_S):g} s is "
+              "inconclusive: neither pass nor fail.</p>",
               "</body></html>"]
     return "\n".join(parts)
+
+
+def _verdict_cell(p: dict) -> str:
+    """pass / fail (why) / inconclusive (why) / incomplete (error)."""
+    if not p.get("complete"):
+        return f"<span class='bad'>incomplete</span> {fmt(p.get('error'))}"
+    why = fmt("; ".join(p.get("slo_failures") or []))
+    if p.get("verdict") == "inconclusive" or p.get("inconclusive"):
+        return f"<b>inconclusive</b> {why}"
+    return "pass" if p.get("meets_slo") else f"<span class='bad'>fail</span> {why}"
 
 
 def _failure_cell(p: dict) -> str:
@@ -243,12 +304,19 @@ def _failure_cell(p: dict) -> str:
 
 
 def _failure_banner(data: dict) -> str:
-    """When failures decided any point: the first statement of the page."""
+    """When failures decided any point, or points lacked evidence: the first statements of the page."""
+    parts = []
     lines = failure_lines(data)
-    if not lines:
-        return ""
-    inconclusive = sum(1 for p in data["points"] if p.get("inconclusive"))
-    head = (f"{inconclusive} of {len(data['points'])} points inconclusive: failures, not the server's capacity"
-            if inconclusive else "Points where failures dominate")
-    return (f"<div class='fail'>{fmt(head)}<ul>" + "".join(f"<li>{fmt(x)}</li>" for x in lines)
-            + "</ul></div>")
+    if lines:
+        inconclusive = sum(1 for p in data["points"] if _by_failures(p))
+        head = (f"{inconclusive} of {len(data['points'])} points inconclusive: failures, not the server's capacity"
+                if inconclusive else "Points where failures dominate")
+        parts.append(f"<div class='fail'>{fmt(head)}<ul>" + "".join(f"<li>{fmt(x)}</li>" for x in lines)
+                     + "</ul></div>")
+    few = inconclusive_lines(data)
+    if few:
+        head = (f"{len(few)} of {len(data['points'])} points inconclusive: too little evidence to judge "
+                "(rerun them longer: --extend-inconclusive or a longer --duration)")
+        parts.append(f"<div class='note'><b>{fmt(head)}</b><ul>" + "".join(f"<li>{fmt(x)}</li>" for x in few)
+                     + "</ul></div>")
+    return "".join(parts)

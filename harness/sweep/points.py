@@ -30,9 +30,11 @@ def server_command(args: argparse.Namespace, cap: int, port: int) -> list[str]:
 
 
 def locust_command(args: argparse.Namespace, plan: SweepPlan, host: str, load: float, run_dir: Path,
-                   scrape: bool) -> list[str]:
-    """``locust --headless`` for one point (closed loop: -u LOAD; open loop: --rate LOAD) into ``run_dir``."""
-    run_s = max(1, int(round(args.duration + args.warmup)))
+                   scrape: bool, duration: float | None = None) -> list[str]:
+    """``locust --headless`` for one point (closed loop: -u LOAD; open loop: --rate LOAD) into ``run_dir``;
+    it runs ``warmup + duration`` s (``duration`` default ``args.duration``)."""
+    duration = args.duration if duration is None else duration
+    run_s = max(1, int(round(duration + args.warmup)))
     cmd = [sys.executable, "-m", "locust", "-f", str(args.scenario), "--host", host, "--headless",
            "-t", f"{run_s}s", "--run-dir", str(run_dir), "--only-summary", "--loglevel", "WARNING",
            "--input-tokens", args.input_tokens, "--output-tokens", args.output_tokens]
@@ -46,16 +48,19 @@ def locust_command(args: argparse.Namespace, plan: SweepPlan, host: str, load: f
 
 
 def run_point(args: argparse.Namespace, plan: SweepPlan, cap: int | None, load: float, host: str,
-              scrape: bool) -> dict:
-    """Run Locust for one point, analyse it, write point.json; returns the point's record."""
+              scrape: bool, duration: float | None = None) -> dict:
+    """Run Locust for one point (``duration`` measured s, default ``args.duration``), analyse it, write
+    point.json; returns the point's record (``duration_s``: the measured seconds it ran for)."""
+    duration = args.duration if duration is None else duration
     d = plan.point_dir(cap, load)
-    if d.exists():  # an interrupted earlier attempt: start the point afresh
+    if d.exists():  # an interrupted earlier attempt (or a point being extended): start the point afresh
+        (d / POINT_FILE).unlink(missing_ok=True)
         for name in ("records.jsonl", "server_metrics.jsonl", "summary.json", "summary.md", "run.json"):
             (d / name).unlink(missing_ok=True)
     d.mkdir(parents=True, exist_ok=True)
-    cmd = locust_command(args, plan, host, load, d, scrape)
+    cmd = locust_command(args, plan, host, load, d, scrape, duration)
     (d / "locust.cmd").write_text(shlex.join(cmd) + "\n")
-    timeout = args.duration + args.warmup + 120
+    timeout = duration + args.warmup + 120
     with open(d / "locust.log", "wb") as log:
         try:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=d, timeout=timeout)
@@ -64,7 +69,7 @@ def run_point(args: argparse.Namespace, plan: SweepPlan, cap: int | None, load: 
             rc = -9
     rp = records_path(d)
     point = {"cap": cap, "load": load, "axis": plan.axis, "run_dir": str(d), "locust_exit_code": rc,
-             "complete": False}
+             "complete": False, "duration_s": duration}
     if not rp.exists() or rp.stat().st_size == 0:
         point["error"] = f"locust exited with {rc} and wrote no records; see {d / 'locust.log'}"
         return point
