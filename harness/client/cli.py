@@ -68,6 +68,29 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} ms"
 
 
+#: finish reasons that mean the model emitted its end-of-sequence token (TGI, OpenAI)
+EOS_REASONS = frozenset({"eos_token", "stop"})
+
+
+def ended_at_once(rec: RequestRecord, protocol: str, endpoint: str | None) -> str | None:
+    """A hint when an ok request ended with EOS after at most one token (an empty answer), else None.
+
+    TGI's ``/generate_stream`` and ``/`` and OpenAI's ``/v1/completions`` send the prompt as raw text,
+    without the model's chat template; an instruction-tuned model (the bundled SmolLM2-Instruct) then
+    often emits EOS at once. The chat route applies the template.
+    """
+    tokens = rec.output_tokens_server if rec.output_tokens_server is not None else rec.output_tokens_events
+    if not rec.ok or rec.finish_reason not in EOS_REASONS or tokens > 1:
+        return None
+    ep = (endpoint or "").rstrip("/")
+    raw = protocol != "openai" or (ep.endswith("/completions") and not ep.endswith("/chat/completions"))
+    if raw:
+        return (f"note: the model ended at once (EOS after {tokens} token{'s' if tokens != 1 else ''}): this route "
+                "sends the prompt as raw text without a chat template, and instruction-tuned models need it; "
+                "try --protocol openai (the chat route, /v1/chat/completions)")
+    return f"note: the model ended at once (EOS after {tokens} token{'s' if tokens != 1 else ''})"
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.prompt:
         raise CliError("--prompt must not be empty")
@@ -92,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
     with client:
         rec = client.stream(prompt, keep_text=True, on_text=None if args.json else echo)
     m = _metrics(rec)
+    hint = ended_at_once(rec, args.protocol, args.endpoint)
     if args.json:
         print(json.dumps({"record": asdict(rec), "metrics": m}, indent=2, ensure_ascii=False))
+        if hint:
+            print(hint, file=sys.stderr)
         return 0 if rec.ok else 1
     if rec.text:
         print()
@@ -117,4 +143,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"tokens   {rec.output_tokens_events} in {len(rec.token_ns)} events, {server} per server"
           f"{f', {rec.reasoning_events} reasoning events' if rec.reasoning_events else ''}; "
           f"input {inp} per server, ~{rec.input_tokens_client} estimated")
+    if hint:
+        print(hint)
     return 0 if rec.ok else 1

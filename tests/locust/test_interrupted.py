@@ -7,6 +7,7 @@ the run unless ``--allow-incomplete``."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def _harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_sigint_mid_run_is_interrupted_and_final(sim, tmp_path: Path) -> None:
     server = sim(64, "--sim-output-tokens", "0")  # every stream lasts its max_new_tokens: ~3 s each
-    run = start_locust(tmp_path, "int", [*headless(server.url, 4, "120s"), "--output-tokens", "fixed:200"],
+    run = start_locust(tmp_path, "int", [*headless(server.url, 4, "120s"), "--output-tokens", "fixed:200",
+                                                  "--fail-on", "ttft_p95_ms>100000"],
                        locustfile=SCENARIOS / "chat_stream.py")
     records = run.run_dir / "records.jsonl"
     deadline = time.monotonic() + FIRST_RECORDS_WAIT_S
@@ -48,6 +50,10 @@ def test_sigint_mid_run_is_interrupted_and_final(sim, tmp_path: Path) -> None:
     assert "arrived after the run was finalized" not in log, log[-3000:]
     assert meta["records"] == _lines(records), "records written after run.json was finalized"
     assert "interrupted" in log
+    shown = re.search(r"--fail-on ttft_p95_ms ?> ?100000: not triggered \(value (\S+)\)", log)
+    assert shown, log[-3000:]
+    digits = re.sub(r"e[+-]\d+$", "", shown.group(1)).replace(".", "").replace("-", "").lstrip("0")
+    assert len(digits) <= 4, shown.group(0)  # 4 significant digits, not 25.04632749999999
 
     rep = _harness("report", str(run.run_dir), cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
