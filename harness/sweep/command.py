@@ -23,6 +23,7 @@ from harness.analysis.capacity import (
 from harness.analysis.summary import slo_spec
 from harness.analysis.sweep_report import SweepPlan, failure_lines, inconclusive_lines, write_sweep_outputs
 from harness.server_process import ServerProcess, free_port
+from harness.sweep import search
 from harness.sweep.plan import (
     SettingsMismatch,
     check_settings,
@@ -206,9 +207,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="discard the points --out holds (e.g. made with other settings) and start afresh")
     p.add_argument("--no-point-reports", action="store_true", help="skip report.html for each point")
     p.add_argument("--out", default=None, help="sweep directory (default ./reports/sweeps/<timestamp>, under the current directory)")
+    search.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "search", None):  # the adaptive boundary search instead of a grid
+        return search.run_command(args)
     try:
         plan = make_plan(args)
     except ValueError as exc:
