@@ -6,7 +6,10 @@ after that cap's load points (``--restart-each-point``: restarted for every poin
 external ``--host`` only the load axis is swept. Each point runs ``locust --headless`` as a
 subprocess into its own run dir (kept), is analysed like ``harness report`` (steady window, at
 least ``--warmup`` seconds cut) and gets a ``point.json`` completion marker; a rerun of the same
-sweep skips completed points (resume). At the end ``sweep.json`` and ``sweep.html`` hold the
+sweep skips completed points (resume), and a rerun with other settings refuses with their diff
+(``OUT/sweep-settings.json``; ``--restart`` discards the points). Each point's verdict is ``pass``,
+``fail`` or ``inconclusive`` (too few ok requests, a short steady window, or failures:
+harness.analysis.capacity), printed as one line when the point ends. At the end ``sweep.json`` and ``sweep.html`` hold the
 percentiles, throughput, overload rate and goodput vs load per cap, the capacity table and the
 recommended cap (harness.analysis.capacity). Closed-loop users back off after failed or refused
 requests (``--failure-backoff`` of the scenario, default 0.1,5 s), so users above a cap show the overload
