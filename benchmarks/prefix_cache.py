@@ -121,6 +121,8 @@ def run_phases(server: ServerProcess, system: str, k: int, timeout: float, cache
         out["requests"] = metric(text, "harness_prefix_cache_requests")
         out["cache_mib"] = round((metric(text, "harness_prefix_cache_bytes") or 0) / 2**20, 1)
         out["cache_tokens"] = metric(text, "harness_prefix_cache_tokens")
+        if out["cache_tokens"]:
+            out["cache_kib_per_token"] = round(out["cache_mib"] * 1024 / out["cache_tokens"], 1)
     out["server_rss_mib"] = round(psutil.Process(server.proc.pid).memory_info().rss / 2**20)
     return out
 
@@ -139,10 +141,15 @@ def main() -> int:
     if a.system_tokens < 16 or a.requests < 1:
         print("prefix_cache: --system-tokens must be >= 16 and --requests >= 1", file=sys.stderr)
         return 2
+    from harness.server.models.devices import dtype_name, select_device, select_dtype
+
     stamp = benchlib.stamp()
+    device = select_device(a.device)
+    resolved = f"{device.type} {dtype_name(select_dtype(a.dtype, device))}"  # what --dtype/--device auto pick
     system = system_prompt(tokenizer_for(a.model), a.system_tokens)
     base = ["--model", a.model, "--dtype", a.dtype, "--device", a.device]
     doc: dict = {"benchmark": "prefix_cache", **stamp, "model": a.model, "dtype": a.dtype, "device": a.device,
+                 "resolved": resolved,
                  "system_tokens": a.system_tokens, "requests": a.requests}
     with tempfile.TemporaryDirectory() as logs:
         for cache in (True, False) if not a.no_off else (True,):
@@ -158,6 +165,7 @@ def main() -> int:
             s = doc[phase]
             print(f"  {phase:<5} TTFT median {s['median_ms']:8.1f} ms  p90 {s['p90_ms']:8.1f}  min {s['min_ms']:8.1f}"
                   f"  cached_tokens {s['cached_tokens']}")
+    print(f"  {a.model} on {resolved}; load average after {doc['load_after']}")
     print(f"  warm/cold {doc['warm_over_cold']}  token hit rate {doc['hit_rate_tokens']}  cache {doc['cache_mib']} MiB "
           f"({doc['cache_tokens']:.0f} tokens)  server RSS {doc['server_rss_mib']} MiB")
     print(f"wrote {benchlib.write('prefix_cache', doc, a.out)}")
