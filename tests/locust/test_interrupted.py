@@ -29,17 +29,37 @@ def _harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=180)
 
 
-def test_sigint_mid_run_is_interrupted_and_final(sim, tmp_path: Path) -> None:
-    server = sim(64, "--sim-output-tokens", "0")  # every stream lasts its max_new_tokens: ~3 s each
-    run = start_locust(tmp_path, "int", [*headless(server.url, 4, "120s"), "--output-tokens", "fixed:200",
-                                                  "--fail-on", "ttft_p95_ms>100000"],
+def test_sigterm_mid_run_is_interrupted_and_final(sim, tmp_path: Path) -> None:
+    """SIGTERM (a CI job's timeout) ends the same way as Ctrl-C."""
+    server = sim(64, "--sim-output-tokens", "0")
+    run = start_locust(tmp_path, "term", [*headless(server.url, 2, "120s"), "--output-tokens", "fixed:200"],
                        locustfile=SCENARIOS / "chat_stream.py")
+    _wait_for_records(run)
+    run.proc.send_signal(signal.SIGTERM)
+    rc = run.wait(60)
+    meta = run.run_meta()
+    assert rc != 0 and meta["exit_code"] == rc, run.log()[-3000:]
+    assert meta["complete"] is False and meta["interrupted"] is True, meta
+    assert meta["records"] == _lines(run.run_dir / "records.jsonl")
+    assert "arrived after the run was finalized" not in run.log()
+
+
+def _wait_for_records(run) -> None:
     records = run.run_dir / "records.jsonl"
     deadline = time.monotonic() + FIRST_RECORDS_WAIT_S
     while _lines(records) == 0 and run.proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert run.proc.poll() is None, run.log()[-3000:]
     assert _lines(records) > 0, f"no record flushed in {FIRST_RECORDS_WAIT_S} s:\n{run.log()[-3000:]}"
+
+
+def test_sigint_mid_run_is_interrupted_and_final(sim, tmp_path: Path) -> None:
+    server = sim(64, "--sim-output-tokens", "0")  # every stream lasts its max_new_tokens: ~3 s each
+    run = start_locust(tmp_path, "int", [*headless(server.url, 4, "120s"), "--output-tokens", "fixed:200",
+                                                  "--fail-on", "ttft_p95_ms>100000"],
+                       locustfile=SCENARIOS / "chat_stream.py")
+    records = run.run_dir / "records.jsonl"
+    _wait_for_records(run)
     run.proc.send_signal(signal.SIGINT)  # streams of the 4 users are in flight now
     rc = run.wait(60)
     log = run.log()
