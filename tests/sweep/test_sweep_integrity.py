@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -174,3 +175,42 @@ def test_ctrl_c_prints_the_resume_command(tmp_path):
     cmd = shlex.split(hint.removeprefix("interrupted; resume with: "))
     assert cmd == [*HARNESS, *argv[:-2], "--out", str(out)], cmd
     assert not (out / "cap-2" / "users-1" / "point.json").exists()  # the interrupted point reruns on resume
+
+
+def test_terminal_prints_point_lines_above_the_bar(tmp_path):
+    import pty
+    import select
+
+    out = tmp_path / "sw"
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "200"}
+    proc = subprocess.Popen([*HARNESS, "sweep", "--caps", "2", "--users", "1", "--duration", "1.5", "--warmup", "0",
+                             "--min-window", "1", *FAST, "--out", str(out)],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert "━" in text  # the live bar was drawn on the terminal
+    assert text.count("cap 2, users 1: TTFT p95") == 1, text[-2000:]
+    assert re.search(r"cap 2, users 1: TTFT p95 [^\r\n]*: (pass|fail|inconclusive)[^\r\n]*\(n \d+, window ", text)
