@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
+from harness.analysis.boundary import interval_text  # noqa: E402
 from harness.analysis.capacity import (  # noqa: E402
     DEFAULT_MIN_REQUESTS,
     DEFAULT_MIN_WINDOW_S,
@@ -176,8 +177,12 @@ def plot_rates(points: list[dict], caps: list, axis: str, out: Path) -> Path:
 
 
 def write_sweep_outputs(plan: SweepPlan, points: list[dict], slo_text: str | None, max_error_rate: float,
-                        min_requests: int = DEFAULT_MIN_REQUESTS, min_window_s: float = DEFAULT_MIN_WINDOW_S) -> dict:
+                        min_requests: int = DEFAULT_MIN_REQUESTS, min_window_s: float = DEFAULT_MIN_WINDOW_S,
+                        search: dict | None = None, table: list | None = None) -> dict:
     """Write sweep.json and sweep.html into ``plan.out``; returns sweep.json's content.
+
+    ``search`` (``harness sweep --search``: search.json's content) adds the "Search" section; ``table``
+    (its :class:`~harness.analysis.capacity.CapCapacity` per cap) replaces the grid's capacity table.
 
     Each point gets ``verdict`` (pass / fail / inconclusive), ``inconclusive_why``, ``evidence``
     (``n``, ``window_s``), ``meets_slo`` and ``slo_failures`` (harness.analysis.capacity.check_point).
@@ -185,7 +190,7 @@ def write_sweep_outputs(plan: SweepPlan, points: list[dict], slo_text: str | Non
     out = Path(plan.out)
     slo = slo_spec(slo_text, intended=plan.axis == "rate")
     pts = [Point(p["cap"], p["load"], p.get("summary") or {}, p.get("run_dir", "")) for p in points if p.get("complete")]
-    table_ = capacity(pts, slo, plan.axis, max_error_rate, min_requests, min_window_s)
+    table_ = table if table is not None else capacity(pts, slo, plan.axis, max_error_rate, min_requests, min_window_s)
     rec = recommend(table_, plan.axis)
     for p in points:
         c = check_point(p.get("summary") or {}, slo, max_error_rate, min_requests, min_window_s)
@@ -198,6 +203,8 @@ def write_sweep_outputs(plan: SweepPlan, points: list[dict], slo_text: str | Non
             "max_error_rate": max_error_rate, "min_requests": min_requests, "min_window_s": min_window_s,
             "points": points, "capacity": as_dicts(table_),
             "recommended": {"cap": rec.cap, "max_load": rec.max_load, "reason": rec.reason}}
+    if search is not None:
+        data["search"] = search
     (out / "sweep.json").write_text(json.dumps(data, indent=2, default=str))
     caps = list(plan.caps)
     imgs = [("Latency percentiles vs load", plot_latency(points, caps, plan.axis, slo, out)),
@@ -268,6 +275,7 @@ def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
          f"{fmt(rec['reason'])}</p>"),
         "<h2>Capacity (largest load meeting the SLO, every lower load meeting it too)</h2>",
         table(["cap", "max load", "goodput (req/s)", "output tokens/s", "limit"], cap_rows),
+        search_section(data),
     ]
     for title, path in imgs:
         parts.append(f"<h2>{title}</h2>{img_tag(path, title)}")
@@ -321,3 +329,42 @@ def _failure_banner(data: dict) -> str:
         parts.append(f"<div class='note'><b>{fmt(head)}</b><ul>" + "".join(f"<li>{fmt(x)}</li>" for x in few)
                      + "</ul></div>")
     return "".join(parts)
+
+
+def search_section(data: dict) -> str:
+    """``--search``: per cap the boundary with its interval, cliff warnings and every probe (empty without)."""
+    search = data.get("search")
+    if not search:
+        return ""
+    unit = "users" if search["axis"] == "users" else "req/s"
+    o = search["options"]
+    step = f"{o['resolution']:g} {unit}" if search["axis"] == "users" else f"{o['resolution']:.0%} of the load"
+    parts = ["<h2>Search: the highest load within the SLO</h2>",
+             f"<p class='sub'>Bracketing from {o['start']:g} {unit} by doubling (at most {o['max_load']:g}), then "
+             f"bisection to {step}. Each probe is judged by {o['confidence']:.0%} bootstrap intervals of the SLO "
+             f"statistics ({o['resamples']} resamples of the steady window's requests): pass when the upper end is "
+             f"within the bound, fail when the lower end is above it, otherwise repeated once and judged on both "
+             f"runs' requests, then by the estimate. Cliff: a statistic growing more than {o['cliff_factor']:g}x "
+             f"over one step.</p>"]
+    for c in search["caps"]:
+        who = "the target" if c["cap"] is None else f"cap {c['cap']}"
+        lo, hi = c["interval"]
+        if c["boundary"] is None:
+            head = f"{who}: no load probed meets the SLO"
+        elif hi is None:
+            head = f"{who}: at least {lo:g} {unit} (every load probed met the SLO)"
+        else:
+            head = f"{who}: {lo:g} {unit}; the limit lies in [{lo:g}, {hi:g}) {unit}"
+        parts.append(f"<p class='note'><b>{fmt(head)}</b> · {len(c['probes'])} probes in {c['wall_s']:.0f} s · "
+                     f"{fmt(c['limiting'])}</p>")
+        if c["cliffs"]:
+            parts.append("<div class='fail'>" + "<br>".join(fmt(x["text"]) for x in c["cliffs"]) + "</div>")
+        rows = []
+        for i, p in enumerate(c["probes"], 1):
+            terms = "; ".join(f"{k} {interval_text(t)} vs {t['bound_ms']:g} ({t['verdict']})" for k, t in p["terms"].items())
+            verdict = p["verdict"] if p["verdict"] == "pass" else f"<span class='bad'>{fmt(p['verdict'])}</span>"
+            rows.append([str(i), f"{p['load']:g}", verdict, fmt(terms or "; ".join(p["failures"]) or None),
+                         fmt(p["decided_by"] + (" (repeated)" if p["repeated"] else "")), f"{p['wall_s']:.0f}"])
+        parts.append(table(["#", unit, "verdict", "estimate [interval] ms vs bound", "decided by", "s"], rows,
+                           text_cols=(3, 4)))
+    return "\n".join(parts)
