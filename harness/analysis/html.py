@@ -26,7 +26,7 @@ h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:1em 0;font-size:.92em}
 td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right} th{background:#f5f5f5}
 td:first-child,th:first-child{text-align:left}
-td.text{text-align:left;max-width:48em} td code,p code{background:#f3f3f3;padding:0 .2em;border-radius:3px}
+td.text,th.text{text-align:left;max-width:48em} td code,p code{background:#f3f3f3;padding:0 .2em;border-radius:3px}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .note{background:#f8f8e8;border-left:4px solid #cc9;padding:.5em 1em}
 .bad{color:#b00} .good{color:#070}
@@ -59,7 +59,8 @@ def cards(items: Iterable[tuple[str, str]]) -> str:
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], text_cols: Sequence[int] = ()) -> str:
     """An HTML table; cells are HTML already. Numbers align right; ``text_cols`` (indexes) align left."""
-    h = "".join(f"<th>{escape(x)}</th>" for x in header)
+    h = "".join(f"<th class='text'>{escape(x)}</th>" if i in text_cols else f"<th>{escape(x)}</th>"
+                for i, x in enumerate(header))
     body = "".join("<tr>" + "".join(f"<td class='text'>{c}</td>" if i in text_cols else f"<td>{c}</td>"
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><tr>{h}</tr>{body}</table>"
@@ -121,7 +122,7 @@ def definitions_appendix() -> str:
     rows = [[f"<code>{escape(d.name)}</code>", escape(d.unit), escape(d.scope), rst_html(d.definition)]
             for d in m.METRICS.values()]
     return ("<h2>Appendix: metric definitions</h2>"
-            + table(["metric", "unit", "scope", "definition"], rows, text_cols=(3,)))
+            + table(["metric", "unit", "scope", "definition"], rows, text_cols=(1, 2, 3)))
 
 
 def client_bound_note(meta: dict) -> str:
@@ -191,6 +192,17 @@ def slo_text(summary: dict, terms: dict[str, tuple[str, float]] | None) -> str:
     return ", ".join(f"{k.removesuffix('_ms').upper()} <= {v:g} ms per request" for k, v in slo.items())
 
 
+def outcome_table(steady: dict[str, int], whole: dict[str, int]) -> str:
+    """Requests per outcome class (classes with none in either column left out), with the whole
+    run's share of its requests; a note names the classes that had none."""
+    total = sum(whole.values())
+    rows = [[k, fmt(steady.get(k, 0)), fmt(v), f"{v / total:.1%}" if total else "–"]
+            for k, v in whole.items() if v or steady.get(k)]
+    none = [k for k, v in whole.items() if not v and not steady.get(k)]
+    note = f"<p class='sub'>No requests: {escape(', '.join(none))}.</p>" if none else ""
+    return table(["outcome", "steady window", "whole run", "share of whole run"], rows) + note
+
+
 #: summary["tokens"] key -> (label, where the count comes from); the rules of harness.metrics
 TOKEN_ROWS: dict[str, tuple[str, str]] = {
     "output_total": ("output tokens (used for tokens/s)",
@@ -205,7 +217,8 @@ TOKEN_ROWS: dict[str, tuple[str, str]] = {
                                  "the generated text re-tokenized by the client (only when a client tokenizer is "
                                  "set; else 0)"),
     "input_total": ("input tokens",
-                    "server-reported prompt length (after the chat template and special tokens) when given, else "
+                    "server-reported prompt length (as the server tokenized it: chat template and special tokens "
+                    "included) when given, else "
                     "the client's estimate: round(1.3 x words) of the prompt text, approximate"),
     "compared": ("requests compared", "ok requests with a server-reported output count"),
     "mismatched": ("requests mismatched",
@@ -241,8 +254,7 @@ def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[
         headline_cards(summary),
         "<h2>Latency (ok requests, steady window)</h2>", latency_table(summary),
         "<h2>Outcomes</h2>",
-        table(["outcome", "steady window", "whole run"],
-              [[k, fmt(summary.get("outcomes", {}).get(k, 0)), fmt(v)] for k, v in full_outcomes.items()]),
+        outcome_table(summary.get("outcomes") or {}, full_outcomes),
         failure_table(summary),
         (f"<p>Streams without [DONE] (ok, ended after their finish_reason): {fmt(summary.get('done_missing'))}</p>"
          if summary.get("done_missing") else ""),

@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict
 
 from harness.client import PROTOCOLS, REQUEST_ID_HEADER, RetryPolicy, Timeouts, make_client
-from harness.metrics import distribution, e2e_ms, itl_ms, ttfb_ms, ttft_ms
+from harness.metrics import EOS_FINISH_REASONS, distribution, e2e_ms, itl_ms, ttfb_ms, ttft_ms
 from harness.metrics import tpot_ms as tpot
 from harness.records import RequestRecord
 from harness.usage import CliError
@@ -70,6 +70,21 @@ def _fmt(v: float | None) -> str:
 
 #: finish reasons that mean the model emitted its end-of-sequence token (TGI, OpenAI)
 EOS_REASONS = frozenset({"eos_token", "stop"})
+
+
+def token_note(rec: RequestRecord) -> str:
+    """The ``tokens`` line's counts explained (harness.metrics' token rules), indented under it."""
+    parts = []
+    srv = rec.output_tokens_server
+    if srv is not None and srv == rec.output_tokens_events + 1 and rec.finish_reason in EOS_FINISH_REASONS:
+        parts.append("the server's count includes the end-of-sequence token, which sends no visible event")
+    elif srv is not None and srv != rec.output_tokens_events:
+        parts.append("server and client output counts differ (a token mismatch)")
+    if rec.input_tokens_server is not None:
+        parts.append("input per server: the prompt as the server tokenized it (chat template and special tokens included)")
+    if rec.input_tokens_client is not None:
+        parts.append("~estimated = 1.3 tokens per word of the prompt text, client-side and approximate")
+    return "         (" + "; ".join(parts) + ")" if parts else ""
 
 
 def ended_at_once(rec: RequestRecord, protocol: str, endpoint: str | None) -> str | None:
@@ -143,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"tokens   {rec.output_tokens_events} in {len(rec.token_ns)} events, {server} per server"
           f"{f', {rec.reasoning_events} reasoning events' if rec.reasoning_events else ''}; "
           f"input {inp} per server, ~{rec.input_tokens_client} estimated")
+    if note := token_note(rec):
+        print(note)
     if hint:
         print(hint)
     return 0 if rec.ok else 1

@@ -9,6 +9,7 @@ histograms hold ok requests only; TTFT and E2E are measured from the intended st
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from typing import Any
@@ -28,6 +29,130 @@ from harness.records import Outcome, RequestRecord
 #: histogram name -> label shown in the web UI tab
 HISTOGRAMS: dict[str, str] = {"ttft": "TTFT", "itl": "ITL", "tpot": "TPOT", "e2e": "E2E", "lag": "Schedule lag"}
 
+#: per-second bins kept for the web UI's charts (older ones are dropped): 15 minutes
+SERIES_KEEP_S = 900
+#: log bucket ratio of the per-second latency sketches: percentiles within +-2.5 % (a chart, not a report)
+BUCKET_RATIO = 1.05
+_LOG_RATIO = math.log(BUCKET_RATIO)
+NS_PER_S = 1_000_000_000
+
+
+def _bucket(ms: float) -> int:
+    """Sketch bucket of a latency in ms: ``floor(log(ms / 0.01) / log(1.05))`` (0 for <= 0.01 ms)."""
+    return max(0, int(math.log(max(ms, 0.01) / 0.01) / _LOG_RATIO))
+
+
+def _bucket_ms(b: int) -> float:
+    """A bucket's representative value, ms (its geometric middle)."""
+    return 0.01 * BUCKET_RATIO ** (b + 0.5)
+
+
+def sketch_percentile(counts: dict[str, int], p: float) -> float | None:
+    """Value at percentile ``p`` (0-100) of a sparse bucket sketch ``{bucket: count}``; None when empty."""
+    items = sorted((int(k), n) for k, n in counts.items() if n)
+    total = sum(n for _, n in items)
+    if not total:
+        return None
+    rank = max(1, math.ceil(p / 100.0 * total))
+    seen = 0
+    for b, n in items:
+        seen += n
+        if seen >= rank:
+            return _bucket_ms(b)
+    return _bucket_ms(items[-1][0])
+
+
+def _new_bin() -> dict[str, Any]:
+    return {"ttft": Counter(), "itl": Counter(), "tokens": 0.0, "attempted": 0, "overloaded": 0, "busy_ns": 0}
+
+
+class LiveSeries:
+    """Per-second bins of a run for the web UI's charts, mergeable like :class:`LiveStats`.
+
+    Bins are seconds of the records' clock (monotonic ns). What goes where, as in the report's time
+    series (harness.analysis.timeseries): TTFT (from the intended start, ok requests), attempted and
+    overloaded by the second of the send; every ITL gap by the second of its later token; output
+    tokens by token arrival (a request's :func:`~harness.metrics.output_tokens` split equally over its
+    token events); in flight = the seconds each request spent in ``[send, end]`` overlapping the bin
+    (time-averaged concurrency). A record arrives when its request ends, so the last seconds fill in
+    as requests finish. Latencies are kept as sparse log-bucket sketches (ratio 1.05).
+    """
+
+    def __init__(self) -> None:
+        self.bins: dict[int, dict[str, Any]] = {}
+
+    def add(self, r: RequestRecord) -> None:
+        if r.send_ns is None or r.outcome == Outcome.DROPPED:
+            return
+        b = self._bin(r.send_ns // NS_PER_S)
+        b["attempted"] += 1
+        if r.outcome == Outcome.OVERLOADED:
+            b["overloaded"] += 1
+        if r.end_ns is not None and r.end_ns > r.send_ns:
+            s, e = r.send_ns, r.end_ns
+            for sec in range(s // NS_PER_S, e // NS_PER_S + 1):
+                lo, hi = max(s, sec * NS_PER_S), min(e, (sec + 1) * NS_PER_S)
+                if hi > lo:
+                    self._bin(sec)["busy_ns"] += hi - lo
+        if r.outcome != Outcome.OK or not r.token_ns:
+            return
+        ttft = ttft_intended_ms(r)
+        if ttft is not None:
+            b["ttft"][str(_bucket(ttft))] += 1
+        share = output_tokens(r) / len(r.token_ns)
+        t = r.token_ns
+        for i, tn in enumerate(t):
+            tb = self._bin(tn // NS_PER_S)
+            tb["tokens"] += share
+            if i:
+                tb["itl"][str(_bucket((tn - t[i - 1]) / 1e6))] += 1
+
+    def _bin(self, sec: int) -> dict[str, Any]:
+        b = self.bins.get(sec)
+        if b is None:
+            b = self.bins[sec] = _new_bin()
+            if len(self.bins) > SERIES_KEEP_S:
+                for old in sorted(self.bins)[: len(self.bins) - SERIES_KEEP_S]:
+                    del self.bins[old]
+        return b
+
+    def merge(self, encoded: dict[str, dict[str, Any]]) -> None:
+        """Fold :meth:`encode`'s output (another process's bins) into these."""
+        for sec, other in encoded.items():
+            b = self._bin(int(sec))
+            for k in ("ttft", "itl"):
+                b[k].update(other.get(k) or {})
+            for k in ("tokens", "attempted", "overloaded", "busy_ns"):
+                b[k] += other.get(k) or 0
+
+    def encode(self) -> dict[str, dict[str, Any]]:
+        """The bins with string keys (msgpack/JSON safe)."""
+        return {str(sec): {**b, "ttft": dict(b["ttft"]), "itl": dict(b["itl"])} for sec, b in self.bins.items()}
+
+    def view(self, until_s: int | None = None) -> dict[str, list]:
+        """The chart series, one value per second from the first bin to the last (None where empty):
+        ``t_s`` (s since the first bin), ``ttft_p50_ms``, ``ttft_p99_ms``, ``itl_p99_ms``,
+        ``output_tokens_per_s``, ``overload_rate`` (overloaded / attempted, fraction), ``in_flight``.
+        ``until_s``: leave out bins after this second (still filling while their requests run)."""
+        out: dict[str, list] = {k: [] for k in ("t_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p99_ms",
+                                                 "output_tokens_per_s", "overload_rate", "in_flight")}
+        if not self.bins:
+            return out
+        first, last = min(self.bins), max(self.bins)
+        if until_s is not None:
+            last = min(last, until_s)
+        empty = _new_bin()
+        for sec in range(first, last + 1):
+            b = self.bins.get(sec, empty)
+            out["t_s"].append(sec - first)
+            out["ttft_p50_ms"].append(sketch_percentile(b["ttft"], 50.0))
+            out["ttft_p99_ms"].append(sketch_percentile(b["ttft"], 99.0))
+            out["itl_p99_ms"].append(sketch_percentile(b["itl"], 99.0))
+            out["output_tokens_per_s"].append(round(b["tokens"], 2))
+            out["overload_rate"].append(round(b["overloaded"] / b["attempted"], 4) if b["attempted"] else None)
+            out["in_flight"].append(round(b["busy_ns"] / NS_PER_S, 3))
+        return out
+
 
 class LiveStats:
     """Histograms (ms, 3 significant digits) and outcome counts; thread/greenlet safe."""
@@ -36,12 +161,14 @@ class LiveStats:
         self.hist: dict[str, HdrAccumulator] = {k: HdrAccumulator() for k in HISTOGRAMS}
         self.outcomes: Counter[str] = Counter()
         self.output_tokens = 0
+        self.series = LiveSeries()
         self._lock = threading.Lock()
 
     def add(self, r: RequestRecord) -> None:
         """Account one finished record."""
         with self._lock:
             self.outcomes[r.outcome] += 1
+            self.series.add(r)
             lag = schedule_lag_ms(r)
             if lag is not None:
                 self.hist["lag"].record_ms(max(lag, 0.0))
@@ -69,11 +196,13 @@ class LiveStats:
                 "hist": {k: h.encode() for k, h in self.hist.items() if h.count},
                 "outcomes": dict(self.outcomes),
                 "output_tokens": self.output_tokens,
+                "series": self.series.encode(),
             }
             for h in self.hist.values():
                 h.reset()
             self.outcomes.clear()
             self.output_tokens = 0
+            self.series = LiveSeries()
         return delta
 
     def merge_delta(self, delta: dict[str, Any]) -> None:
@@ -84,6 +213,7 @@ class LiveStats:
                     self.hist[k].merge_encoded(enc)
             self.outcomes.update(delta.get("outcomes") or {})
             self.output_tokens += int(delta.get("output_tokens") or 0)
+            self.series.merge(delta.get("series") or {})
 
     # ----------------------------------------------------------------- views
 
@@ -110,13 +240,29 @@ class LiveStats:
         return rows
 
     def outcome_rows(self) -> list[dict[str, Any]]:
-        """One row per outcome class with its count and share of attempted requests, plus the overload rate."""
+        """One row per outcome class with its count and share of attempted requests (fraction), then
+        ``attempted`` (the total the shares divide) and ``overload rate`` (a rate, no count of its own)."""
         n = self.attempted
         rows = []
         for o in Outcome:
             c = self.outcomes.get(o.value, 0)
             share = c / n if n and o != Outcome.DROPPED else ""
             rows.append({"outcome": o.value, "count": c, "rate": round(share, 4) if share != "" else ""})
-        rows.append({"outcome": "overload rate", "count": self.outcomes.get(Outcome.OVERLOADED, 0),
-                     "rate": round(self.overload_rate(), 4)})
+        rows.append({"outcome": "attempted", "count": n, "rate": 1.0 if n else ""})
+        rows.append({"outcome": "overload rate", "count": "", "rate": round(self.overload_rate(), 4)})
         return rows
+
+    def series_view(self, now_ns: int | None = None) -> dict[str, list]:
+        """:meth:`LiveSeries.view` of this run. With ``now_ns`` (the records' clock, while the test runs)
+        the seconds whose requests may still be running are left out: those after
+        ``now - (E2E p99 + 1 s)``; none are left out when ``now_ns`` is not near the bins (other clock)."""
+        with self._lock:
+            until = None
+            if now_ns is not None and self.series.bins:
+                settle_s = math.ceil(self.hist["e2e"].percentile_ms(99.0) / 1000.0) + 1
+                now_s = now_ns // NS_PER_S
+                if -60 <= now_s - max(self.series.bins) <= 3600:
+                    until = now_s - settle_s
+            view = self.series.view(until)
+            view["settle_s"] = [] if until is None else [now_ns // NS_PER_S - until]
+            return view

@@ -2,9 +2,12 @@
 
 Locust uses the first LoadTestShape it finds in a folder for every run, so there is exactly one:
 :class:`StepShape`. With ``--steps 4,8,16`` it holds each user count for ``--step-time`` seconds and
-then stops (the run's step windows go to run.json with the overload rate of each step). Without
-``--steps`` (and without a user class asking for default steps) it is transparent: ``-u``/``-r``
-as usual and ``-t`` ends the run, exactly as without a shape.
+then stops (the run's step windows go to run.json with the overload rate of each step). Steps are
+opt-in: without ``--steps`` it is transparent (``-u``/``-r`` as usual, ``-t`` ends the run, exactly
+as without a shape), unless every user class of the run asks for default steps (``default_steps``,
+the overload_burst scenario run on its own). A folder run (``locust -f scenarios``) with several
+classes therefore uses the users and rate given; in the web UI the class picker's shape "Default"
+runs no shape at all and "StepShape" picks this one.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ def _steps(runner: Any) -> tuple[int, ...]:
     steps = parse_steps(getattr(opts, "steps", "") or "")
     if steps:
         return steps
-    for cls in runner.environment.user_classes or []:
-        default = getattr(cls, "default_steps", "")
-        if default:
-            return parse_steps(default)
+    classes = list(runner.environment.user_classes or [])
+    defaults = {getattr(cls, "default_steps", "") for cls in classes}
+    if classes and len(defaults) == 1 and "" not in defaults:  # every class asks for the same steps
+        return parse_steps(defaults.pop())
     return ()
 
 

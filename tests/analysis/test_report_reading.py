@@ -77,3 +77,17 @@ def test_sweep_page_labels(tmp_path):
     assert "16 users" in text
     assert not re.search(r"\b1 users\b", text)
     assert (tmp_path / "sweep_latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_harness_run_explains_token_counts(serve):
+    import subprocess
+    import sys
+
+    server = serve(["--model", "simulated", "--sim-ttft-ms", "20", "--sim-itl-ms", "5"])
+    p = subprocess.run([sys.executable, "-m", "harness", "run", "--host", server.url, "--prompt", "Say hello",
+                        "--max-new-tokens", "4"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("tokens "))
+    assert "per server" in lines[i] and "estimated" in lines[i]
+    assert "1.3 tokens per word" in lines[i + 1] and "as the server tokenized it" in lines[i + 1]
