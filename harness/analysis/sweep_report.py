@@ -86,13 +86,11 @@ SLO_HEADROOM = 1.5
 
 def _slo_line(ax, bound: float, label: str) -> None:
     """Draw the SLO bound; when it is far above the data, keep the data's y range and mark the SLO
-    at the top edge with an arrow and its value (so a loose SLO does not squash the curves)."""
+    at the top edge (a thick red line, "off scale" in the legend) so a loose SLO does not squash the curves."""
     top = max((float(max(ln.get_ydata(), default=0)) for ln in ax.get_lines()), default=0.0)
     if top > 0 and bound > SLO_HEADROOM * top:
         ax.set_ylim(0, top * 1.15)
-        ax.annotate(f"{label} ↑ (off scale)", xy=(0.99, 0.985), xycoords="axes fraction", ha="right", va="top",
-                    fontsize=8, color="red")
-        ax.axhline(top * 1.15, color="red", lw=3, alpha=0.5)
+        ax.axhline(top * 1.15, color="red", lw=4, alpha=0.5, label=f"{label}: above, off scale ↑")
     else:
         ax.axhline(bound, color="red", lw=1, alpha=0.6, label=label)
 
@@ -274,14 +272,14 @@ def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
          f"<p class='note'><b>Recommended cap: {fmt(rec['cap']) if rec['cap'] is not None else 'none'}</b>. "
          f"{fmt(rec['reason'])}</p>"),
         "<h2>Capacity (largest load meeting the SLO, every lower load meeting it too)</h2>",
-        table(["cap", "max load", "goodput (req/s)", "output tokens/s", "limit"], cap_rows),
+        table(["cap", "max load", "goodput (req/s)", "output tokens/s", "limit"], cap_rows, text_cols=(4,)),
         search_section(data),
     ]
     for title, path in imgs:
         parts.append(f"<h2>{title}</h2>{img_tag(path, title)}")
     parts += ["<h2>Points</h2>",
               table(["cap", axis, "TTFT p50", "TTFT p95", "ITL p99", "E2E p99", "tokens/s", "overload", "failed",
-                     "goodput", "n", "window (s)", "verdict", "point"], pt_rows),
+                     "goodput", "n", "window (s)", "verdict", "point"], pt_rows, text_cols=(12,)),
               "<p class='sub'>Latencies in ms over each point's steady window (warm-up and drain excluded); "
               f"n = ok requests sent in it. A point with fewer than {data.get('min_requests', DEFAULT_MIN_REQUESTS)} "
               f"ok requests or a window under {data.get('min_window_s', DEFAULT_MIN_WINDOW_S):g} s is "
