@@ -193,7 +193,8 @@ def write_sweep_outputs(plan: SweepPlan, points: list[dict], slo_text: str | Non
     for p in points:
         c = check_point(p.get("summary") or {}, slo, max_error_rate, min_requests, min_window_s)
         p["meets_slo"], p["slo_failures"], p["inconclusive"] = c.point_ok, c.failures, c.inconclusive
-        p["verdict"], p["inconclusive_why"], p["evidence"] = c.verdict.value, c.why, c.evidence()
+        p["verdict"], p["inconclusive_why"] = c.verdict.value, c.why
+        p["evidence"] = {**c.evidence(), "ci": p.get("ci") or {}}  # ci: harness.sweep.points.slo_intervals
         if p.get("summary"):
             p["failures"] = point_failures(p["summary"])
     data = {"axis": plan.axis, "caps": plan.caps, "loads": plan.loads,
@@ -281,7 +282,8 @@ def render(data: dict, imgs: list[tuple[str, Path]], out: Path) -> str:
               table(["cap", axis, "TTFT p50", "TTFT p95", "ITL p99", "E2E p99", "tokens/s", "overload", "failed",
                      "goodput", "n", "window (s)", "verdict", "point"], pt_rows, text_cols=(12,)),
               "<p class='sub'>Latencies in ms over each point's steady window (warm-up and drain excluded); "
-              f"n = ok requests sent in it. A point with fewer than {data.get('min_requests', DEFAULT_MIN_REQUESTS)} "
+              f"n = ok requests sent in it; under the verdict, each SLO statistic's estimate [95 % bootstrap "
+              f"interval] in ms. A point with fewer than {data.get('min_requests', DEFAULT_MIN_REQUESTS)} "
               f"ok requests or a window under {data.get('min_window_s', DEFAULT_MIN_WINDOW_S):g} s is "
               "inconclusive: neither pass nor fail.</p>",
               "</body></html>"]
@@ -293,9 +295,12 @@ def _verdict_cell(p: dict) -> str:
     if not p.get("complete"):
         return f"<span class='bad'>incomplete</span> {fmt(p.get('error'))}"
     why = fmt("; ".join(p.get("slo_failures") or []))
+    ci = (p.get("evidence") or {}).get("ci") or {}
+    ci_txt = ("<br><span class='sub'>" + fmt("; ".join(f"{k} {interval_text(t)}" for k, t in ci.items()))
+              + "</span>") if ci else ""
     if p.get("verdict") == "inconclusive" or p.get("inconclusive"):
-        return f"<b>inconclusive</b> {why}"
-    return "pass" if p.get("meets_slo") else f"<span class='bad'>fail</span> {why}"
+        return f"<b>inconclusive</b> {why}{ci_txt}"
+    return ("pass" if p.get("meets_slo") else f"<span class='bad'>fail</span> {why}") + ci_txt
 
 
 def _failure_cell(p: dict) -> str:

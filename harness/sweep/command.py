@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from harness.analysis.boundary import interval_text
 from harness.analysis.capacity import (
     DEFAULT_MIN_REQUESTS,
     DEFAULT_MIN_WINDOW_S,
@@ -48,8 +49,9 @@ def _ms(v: object) -> str:
 
 
 def point_line(plan: SweepPlan, point: dict, check: Check) -> str:
-    """``cap 4, users 8: TTFT p95 412.0 ms, ITL p99 35.2 ms, goodput 3.10 req/s, errors 0.0 %: pass
-    (n 93, window 24.6 s)``; an incomplete point names its error."""
+    """``cap 4, users 8: TTFT p95 412.0 ms, ITL p99 35.2 ms, goodput 3.10 req/s, errors 0.0%: pass
+    (n 93, window 24.6 s; ttft_p95_ms 412.0 [380.2, 450.9])``: the verdict's evidence is n, the window
+    and each SLO statistic's estimate [95 % interval]; an incomplete point names its error."""
     cap = "" if point["cap"] is None else f"cap {point['cap']}, "
     head = f"{cap}{plan.axis} {point['load']:g}"
     if not point.get("complete"):
@@ -61,8 +63,9 @@ def point_line(plan: SweepPlan, point: dict, check: Check) -> str:
     good = s.get("goodput")
     good_txt = f"{good:.2f} req/s" if isinstance(good, int | float) else "- (no SLO)"
     why = f" ({'; '.join(check.failures)})" if check.failures and not check.inconclusive else ""
+    ci = "".join(f"; {k} {interval_text(t)}" for k, t in (point.get("ci") or {}).items())
     return (f"{head}: TTFT p95 {_ms(ttft)}, ITL p99 {_ms(s.get('itl_p99_ms'))}, goodput {good_txt}, "
-            f"errors {err:.1%}: {check.label}{why} (n {check.n}, window {check.window_s:.1f} s)")
+            f"errors {err:.1%}: {check.label}{why} (n {check.n}, window {check.window_s:.1f} s{ci})")
 
 
 def resume_command(out: Path, argv: list[str] | None = None) -> str:

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.analysis.boundary import bootstrap_ci
 from harness.analysis.frame import load_frame, records_path
 from harness.analysis.report import build_report
-from harness.analysis.summary import analyse, parse_slo, write_summary
+from harness.analysis.summary import analyse, parse_slo, slo_spec, split_key, write_summary
 from harness.analysis.sweep_report import SweepPlan
 from harness.server_process import serve_command
 
@@ -81,10 +82,27 @@ def run_point(args: argparse.Namespace, plan: SweepPlan, cap: int | None, load: 
         build_report(d, d / "report", slo, warmup_s=args.warmup)
     point.update(complete=rc in (0, 1), summary=summary,
                  steady_window=summary.get("steady_window_info"))
+    point["ci"] = slo_intervals(args.slo, plan.axis, d, point)
     if rc not in (0, 1):
         point["error"] = f"locust exited with {rc}; see {d / 'locust.log'}"
     (d / POINT_FILE).write_text(json.dumps(point, indent=2))
     return point
+
+
+def slo_intervals(slo_text: str | None, axis: str, run_dir: Path, point: dict) -> dict[str, dict]:
+    """Evidence of a point's verdict: per SLO statistic it is judged on (``ttft_p95_ms``, ...), the
+    estimate and 95 % cluster-bootstrap interval, ms (:func:`harness.analysis.boundary.bootstrap_ci`:
+    requests resampled with all their values) over its steady window's ok requests, with the bound."""
+    from harness.sweep.search import term_values  # the search's reading of a statistic's values (kept once)
+
+    out: dict[str, dict] = {}
+    for key, bound in slo_spec(slo_text, intended=axis == "rate").values():
+        parts = split_key(key)
+        if parts is None:
+            continue
+        values, rows = term_values(run_dir, point, key, slo_text)
+        out[key] = {**bootstrap_ci(values, rows, parts[1]).as_dict(), "bound_ms": bound}
+    return out
 
 
 def completed_point(plan: SweepPlan, cap: int | None, load: float) -> dict | None:

@@ -81,6 +81,10 @@ def test_changed_setting_refuses_identical_resumes_restart_reruns(tmp_path):
     assert len(lines) == 2 and all("TTFT p95" in x and "ITL p99" in x and "goodput" in x and "errors" in x
                                    for x in lines), first.stdout
     assert all(any(f": {v.value}" in x for v in PointVerdict) and "(n " in x for x in lines), lines
+    assert all("; ttft_p95_ms " in x for x in lines), lines  # the judged statistic's estimate [interval]
+    for p in json.loads((out / "sweep.json").read_text())["points"]:
+        ci = p["evidence"]["ci"]["ttft_p95_ms"]
+        assert ci["low"] <= ci["estimate"] <= ci["high"] and ci["bound_ms"] == 500 and ci["clusters"] == p["evidence"]["n"]
     rec = out / "cap-2" / "users-1" / "records.jsonl"
     stamp = rec.stat().st_mtime_ns
 
