@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from harness.analysis.failures import failure_verdict
+from harness.analysis.html import plural
 from harness.analysis.steady import MIN_WINDOW_S
 
 DEFAULT_MAX_ERROR_RATE = 0.01
@@ -165,8 +166,9 @@ def check_point(summary: dict, slo: dict[str, tuple[str, float]], max_error_rate
     return Check(not failures, failures, n=n, window_s=w)
 
 
-def _unit(axis: str) -> str:
-    return "users" if axis == "users" else "requests/s"
+def _load(load: float, axis: str) -> str:
+    """``1 user``, ``8 users``, ``2.5 requests/s``."""
+    return plural(load, "user") if axis == "users" else f"{load:g} requests/s"
 
 
 def capacity(points: list[Point], slo: dict[str, tuple[str, float]], axis: str = "users",
@@ -179,7 +181,7 @@ def capacity(points: list[Point], slo: dict[str, tuple[str, float]], axis: str =
     for cap in caps:
         pts = sorted((p for p in points if p.cap == cap), key=lambda p: p.load)
         best: Point | None = None
-        limiting = f"met the SLO at every load swept (up to {pts[-1].load:g} {_unit(axis)})" if pts else "no points"
+        limiting = f"met the SLO at every load swept (up to {_load(pts[-1].load, axis)})" if pts else "no points"
         inconclusive, why = False, None
         for p in pts:
             c = check_point(p.summary, slo, max_error_rate, min_requests, min_window_s)
@@ -187,10 +189,10 @@ def capacity(points: list[Point], slo: dict[str, tuple[str, float]], axis: str =
                 inconclusive, why = True, c.why
                 text = (point_failures(p.summary)["headline"] if c.why == "failures"
                         else c.failures[0].removeprefix("inconclusive: "))
-                limiting = f"inconclusive at {p.load:g} {_unit(axis)}: {text}"
+                limiting = f"inconclusive at {_load(p.load, axis)}: {text}"
                 break
             if not c.point_ok:
-                limiting = f"at {p.load:g} {_unit(axis)}: " + "; ".join(c.failures)
+                limiting = f"at {_load(p.load, axis)}: " + "; ".join(c.failures)
                 break
             best = p
         out.append(CapCapacity(cap, best.load if best else None,
@@ -220,7 +222,7 @@ def recommend(table: list[CapCapacity], axis: str = "users") -> Recommendation:
     rate_txt = (f"goodput {best.goodput:.2f} req/s" if best.goodput is not None
                 else f"{best.output_tokens_per_s or 0:.1f} output tokens/s")
     others = [(f"cap {c.cap} is {c.limiting}" if c.max_load is None and c.inconclusive else
-               f"cap {c.cap} sustains {'nothing' if c.max_load is None else f'{c.max_load:g} {_unit(axis)}'}"
+               f"cap {c.cap} sustains {'nothing' if c.max_load is None else _load(c.max_load, axis)}"
                f" ({c.limiting})") for c in table if c is not best]
     if best.limiting.startswith("met"):
         beyond = f"it {best.limiting}, so its limit lies beyond the sweep"
@@ -230,7 +232,7 @@ def recommend(table: list[CapCapacity], axis: str = "users") -> Recommendation:
         beyond = f"the next load fails it: {best.limiting}"
     who = "the target" if best.cap is None else f"cap {best.cap}"
     reason = (f"{who} sustains {'' if best.cap is None else 'the most load '}within the SLO: "
-              f"{best.max_load:g} {_unit(axis)} with {rate_txt}; {beyond}.")
+              f"{_load(best.max_load, axis)} with {rate_txt}; {beyond}.")
     if others:
         reason += " Others: " + "; ".join(others) + "."
     return Recommendation(best.cap, best.max_load, reason)
