@@ -14,6 +14,8 @@ import threading
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from harness.metrics import (
     PERCENTILE_KEYS,
     PERCENTILES,
@@ -35,6 +37,7 @@ SERIES_KEEP_S = 900
 BUCKET_RATIO = 1.05
 _LOG_RATIO = math.log(BUCKET_RATIO)
 NS_PER_S = 1_000_000_000
+_KEY_SPAN = 4096  #: > the largest bucket (1 h in ms: about 540)
 
 
 def _bucket(ms: float) -> int:
@@ -100,12 +103,16 @@ class LiveSeries:
         if ttft is not None:
             b["ttft"][str(_bucket(ttft))] += 1
         share = output_tokens(r) / len(r.token_ns)
-        t = r.token_ns
-        for i, tn in enumerate(t):
-            tb = self._bin(tn // NS_PER_S)
-            tb["tokens"] += share
-            if i:
-                tb["itl"][str(_bucket((tn - t[i - 1]) / 1e6))] += 1
+        t = np.asarray(r.token_ns, dtype=np.int64)
+        secs = t // NS_PER_S
+        for sec, n in zip(*(a.tolist() for a in np.unique(secs, return_counts=True)), strict=True):
+            self._bin(sec)["tokens"] += share * n
+        if len(t) > 1:  # gaps by the second of their later token, as (second, bucket) pairs counted at once
+            gaps_ms = np.maximum(np.diff(t) / 1e6, 0.01)
+            buckets = np.maximum(0, (np.log(gaps_ms / 0.01) / _LOG_RATIO).astype(np.int64))
+            keys, counts = np.unique(secs[1:] * _KEY_SPAN + buckets, return_counts=True)
+            for key, n in zip(keys.tolist(), counts.tolist(), strict=True):
+                self._bin(key // _KEY_SPAN)["itl"][str(key % _KEY_SPAN)] += n
 
     def _bin(self, sec: int) -> dict[str, Any]:
         b = self.bins.get(sec)
