@@ -132,8 +132,95 @@ def schedule_lag_ms(r: RequestRecord) -> float | None:
     return (r.send_ns - r.intended_ns) / NS_PER_MS
 
 
-#: finish reasons meaning "the model emitted its end-of-sequence token"
-EOS_FINISH_REASONS = frozenset({"eos_token", "stop"})
+# ----------------------------------------------------------- reasoning, tool calls, prefix cache (per request)
+
+
+def ttft_answer_ms(r: RequestRecord) -> float | None:
+    """Time to first answer token, ms: ``(first_answer_ns - send_ns) / 1e6``, the first content (answer)
+    event, after any reasoning; what a user of a reasoning model waits for.
+
+    Without separate channels (TGI, or a stream with neither reasoning nor tool-call events) every
+    token is answer and it equals :func:`ttft_ms`. None when no answer token arrived (only reasoning or
+    tool calls).
+    """
+    if r.send_ns is None:
+        return None
+    first = r.first_answer_ns
+    if first is None:
+        if not r.token_ns or r.reasoning_events or r.first_tool_call_ns is not None:
+            return None
+        first = r.token_ns[0]
+    return (first - r.send_ns) / NS_PER_MS
+
+
+def ttft_reasoning_ms(r: RequestRecord) -> float | None:
+    """Time to first reasoning token, ms: ``(first_reasoning_ns - send_ns) / 1e6``; None without reasoning."""
+    if r.first_reasoning_ns is None or r.send_ns is None:
+        return None
+    return (r.first_reasoning_ns - r.send_ns) / NS_PER_MS
+
+
+def reasoning_tokens(r: RequestRecord) -> int | None:
+    """Reasoning tokens of a reasoning request, tokens: the tokens of its reasoning deltas (client count).
+    None for a request without reasoning events (the run share :func:`reasoning_token_share` counts all)."""
+    return r.reasoning_tokens if r.reasoning_events else None
+
+
+def answer_tokens(r: RequestRecord) -> int | None:
+    """Answer tokens of a reasoning or tool-calling request, tokens:
+    ``output_tokens_events - reasoning_tokens - tool_call_tokens`` (client counts). None for a request
+    with neither (all its tokens are answer: ``output_tokens``)."""
+    if not r.reasoning_events and r.first_tool_call_ns is None:
+        return None
+    return r.output_tokens_events - r.reasoning_tokens - r.tool_call_tokens
+
+
+def reasoning_share(r: RequestRecord) -> float | None:
+    """Reasoning share of a reasoning request, fraction: ``reasoning_tokens / output_tokens_events``; None
+    for a request without reasoning events."""
+    return r.reasoning_tokens / r.output_tokens_events if r.reasoning_events and r.output_tokens_events else None
+
+
+def ttft_tool_call_ms(r: RequestRecord) -> float | None:
+    """Time to first tool-call delta, ms: ``(first_tool_call_ns - send_ns) / 1e6``, the first event carrying
+    a ``delta.tool_calls`` entry (usually the function name); None without tool calls."""
+    if r.first_tool_call_ns is None or r.send_ns is None:
+        return None
+    return (r.first_tool_call_ns - r.send_ns) / NS_PER_MS
+
+
+def tool_call_ms(r: RequestRecord) -> float | None:
+    """Tool-call completion, ms: ``(tool_call_end_ns - send_ns) / 1e6``; ``tool_call_end_ns`` is the event with
+    ``finish_reason: tool_calls`` (when the caller may run the tools), else the last tool-call delta.
+    None without tool calls."""
+    if r.tool_call_end_ns is None or r.send_ns is None:
+        return None
+    return (r.tool_call_end_ns - r.send_ns) / NS_PER_MS
+
+
+def input_tokens(r: RequestRecord) -> int | None:
+    """Input tokens of a request: server-reported when known, else the client's count."""
+    return r.input_tokens_server if r.input_tokens_server is not None else r.input_tokens_client
+
+
+def cached_tokens(r: RequestRecord) -> int | None:
+    """Cached input tokens of a request, tokens: the server's ``usage.prompt_tokens_details.cached_tokens``
+    (prompt tokens found in its prefix cache); None when the server did not report it."""
+    return r.cached_input_tokens
+
+
+def cached_share(r: RequestRecord) -> float | None:
+    """Cached share of a request's input, fraction: ``cached_tokens / input_tokens`` (input: server count,
+    else client); None when either is unknown or the input is empty."""
+    n = input_tokens(r)
+    if r.cached_input_tokens is None or not n:
+        return None
+    return r.cached_input_tokens / n
+
+
+#: finish reasons meaning "the model emitted its end-of-sequence token" (``tool_calls``: its end of the
+#: calls; OpenAI routes send it on an empty delta, as for ``stop``)
+EOS_FINISH_REASONS = frozenset({"eos_token", "stop", "tool_calls"})
 
 
 def token_mismatch(r: RequestRecord) -> bool | None:
@@ -274,6 +361,38 @@ def failed_share(records: Sequence[RequestRecord]) -> float:
 def done_missing_count(records: Sequence[RequestRecord]) -> int:
     """Streams without [DONE], count: ok OpenAI streams that ended after their finish_reason without ``[DONE]``."""
     return sum(1 for r in records if r.ok and getattr(r, "done_missing", False))
+
+
+def reasoning_token_share(records: Sequence[RequestRecord]) -> float:
+    """Reasoning token share, fraction: ``sum(reasoning_tokens) / sum(output_tokens_events)`` over ok
+    requests (client counts); 0 without tokens."""
+    ok = [r for r in records if r.ok]
+    total = sum(r.output_tokens_events for r in ok)
+    return sum(r.reasoning_tokens for r in ok) / total if total else 0.0
+
+
+def _with_cache_report(records: Sequence[RequestRecord]) -> list[RequestRecord]:
+    return [r for r in records if r.ok and r.cached_input_tokens is not None]
+
+
+def cached_token_share(records: Sequence[RequestRecord]) -> float:
+    """Cached input share, fraction: ``sum(cached_tokens) / sum(input_tokens)`` over ok requests whose server
+    reported ``cached_tokens``; 0 when none did."""
+    rep = _with_cache_report(records)
+    total = sum(input_tokens(r) or 0 for r in rep)
+    return sum(r.cached_input_tokens or 0 for r in rep) / total if total else 0.0
+
+
+def prefix_cache_hit_rate(records: Sequence[RequestRecord]) -> float:
+    """Prefix-cache hit rate, fraction: ok requests with ``cached_tokens > 0`` / ok requests whose server
+    reported ``cached_tokens``; 0 when none did."""
+    rep = _with_cache_report(records)
+    return sum(1 for r in rep if r.cached_input_tokens) / len(rep) if rep else 0.0
+
+
+def tool_call_requests(records: Sequence[RequestRecord]) -> int:
+    """Requests with tool calls, count: ok requests with at least one ``delta.tool_calls`` event."""
+    return sum(1 for r in records if r.ok and r.first_tool_call_ns is not None)
 
 
 # --------------------------------------------------------------------------- percentiles
@@ -445,6 +564,15 @@ for _d in (
     MetricDef("e2e", "ms", "request", e2e_ms),
     MetricDef("e2e_intended", "ms", "request", e2e_intended_ms),
     MetricDef("schedule_lag", "ms", "request", schedule_lag_ms),
+    MetricDef("ttft_answer", "ms", "request", ttft_answer_ms, show="nonzero"),
+    MetricDef("ttft_reasoning", "ms", "request", ttft_reasoning_ms, show="nonzero"),
+    MetricDef("reasoning_tokens", "tokens", "request", reasoning_tokens, show="nonzero"),
+    MetricDef("answer_tokens", "tokens", "request", answer_tokens, show="nonzero"),
+    MetricDef("reasoning_share", "fraction", "request", reasoning_share, show="nonzero"),
+    MetricDef("ttft_tool_call", "ms", "request", ttft_tool_call_ms, show="nonzero"),
+    MetricDef("tool_call", "ms", "request", tool_call_ms, show="nonzero"),
+    MetricDef("cached_tokens", "tokens", "request", cached_tokens, show="nonzero"),
+    MetricDef("cached_share", "fraction", "request", cached_share, show="nonzero"),
     MetricDef("request_throughput", "requests/s", "run", request_throughput, better="higher", card="requests/s (ok)",
               summary=lambda recs, w, met: request_throughput(recs, w)),
     MetricDef("output_tokens_per_s", "tokens/s", "run", output_tokens_per_s, better="higher",
@@ -463,5 +591,13 @@ for _d in (
     MetricDef("attempted", "requests", "run", attempted, show="never"),
     MetricDef("ok", "requests", "run", ok_count, better="higher", show="never"),
     MetricDef("done_missing", "requests", "run", done_missing_count, label="streams without [DONE]", show="nonzero"),
+    MetricDef("reasoning_token_share", "fraction", "run", reasoning_token_share, label="reasoning token share",
+              show="nonzero"),
+    MetricDef("cached_token_share", "fraction", "run", cached_token_share, label="cached input share",
+              better="higher", show="nonzero"),
+    MetricDef("prefix_cache_hit_rate", "fraction", "run", prefix_cache_hit_rate, label="prefix-cache hit rate",
+              better="higher", show="nonzero"),
+    MetricDef("tool_call_requests", "requests", "run", tool_call_requests, label="requests with tool calls",
+              show="nonzero"),
 ):
     register_metric(_d)

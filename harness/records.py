@@ -55,6 +55,14 @@ class RequestRecord:
     token_ns: list[int] = field(default_factory=list)  #: arrival of each token-bearing event
     tokens_per_event: list[int] = field(default_factory=list)  #: tokens carried by each event
     reasoning_events: int = 0  #: OpenAI: how many token events were reasoning deltas
+    reasoning_tokens: int = 0  #: OpenAI: tokens carried by reasoning deltas (client count, as tokens_per_event)
+    tool_call_tokens: int = 0  #: OpenAI: tokens carried by tool-call deltas (client count)
+    first_reasoning_ns: int | None = None  #: OpenAI: arrival of the first reasoning token event
+    first_answer_ns: int | None = None  #: OpenAI: arrival of the first answer event (content / completions text)
+    first_tool_call_ns: int | None = None  #: OpenAI: arrival of the first event with a ``delta.tool_calls`` entry
+    #: OpenAI: arrival of the event whose finish_reason is ``tool_calls``; a stream that ended its tool
+    #: calls without that reason: the arrival of its last ``delta.tool_calls`` event
+    tool_call_end_ns: int | None = None
     end_ns: int | None = None  #: the response ended (final event, error or failure)
     http_status: int | None = None
     outcome: str = Outcome.OK.value
@@ -62,12 +70,14 @@ class RequestRecord:
     finish_reason: str | None = None
     done_missing: bool = False  #: OpenAI: ok stream that ended after its finish_reason without [DONE]
     input_tokens_server: int | None = None
+    cached_input_tokens: int | None = None  #: OpenAI usage ``prompt_tokens_details.cached_tokens`` (server)
     input_tokens_client: int | None = None
     output_tokens_server: int | None = None  #: as reported by the server (details / usage)
     output_tokens_events: int = 0  #: sum of tokens_per_event
     output_tokens_retokenized: int | None = None  #: client re-tokenized the text, when asked
     retries: int = 0
     retry_after_s: float | None = None
+    turn: int | None = None  #: sessions: 1-based turn of this request in its conversation
     text: str | None = None  #: generated text, only when the run keeps it
 
     def to_json(self) -> str:

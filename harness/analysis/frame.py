@@ -49,7 +49,7 @@ _OK = Outcome.OK.value
 _FLOAT_COLS = (*REQUEST_METRICS, "output_tokens", "token_mismatch", "output_tokens_server",
                "output_tokens_events", "output_tokens_retokenized", "input_tokens")
 _INT_COLS = ("send_ns", "end_ns", "intended_ns", "first_token_ns", "last_token_ns", "n_events", "ok",
-             "slo_met", "retries", "outcome", "eos_end")
+             "slo_met", "retries", "outcome", "eos_end", "turn")  # turn: sessions' 1-based turn, -1 = none
 _NAN = float("nan")
 _NO_TOKENS: tuple[int, ...] = ()
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
@@ -110,7 +110,8 @@ class LightRecord(RequestRecord):
     """A record rebuilt from frame columns for the dictionary's run functions.
 
     Only the fields run functions read are set (intended/send/end times, outcome, token counts,
-    whether the stream ended on EOS; the
+    whether the stream ended on EOS, reasoning and cached input tokens, input tokens (the merged count,
+    as both server and client count), whether tool calls came (``first_tool_call_ns`` = its time); the
     token lists are empty - their per-request values are already in the frame); any other field
     raises AttributeError when read, so a run function that starts to need more fails loudly instead
     of reading a default. About 3x cheaper to build than a full record.
@@ -120,7 +121,9 @@ class LightRecord(RequestRecord):
 
     def __init__(self, intended_ns: int | None, send_ns: int | None, end_ns: int | None, outcome: str,
                  output_tokens_server: int | None, output_tokens_events: int,
-                 output_tokens_retokenized: int | None, eos_end: int = 0) -> None:
+                 output_tokens_retokenized: int | None, eos_end: int = 0, input_tokens: int | None = None,
+                 reasoning_tokens: int = 0, cached_input_tokens: int | None = None,
+                 first_tool_call_ns: int | None = None, turn: int | None = None) -> None:
         self.intended_ns = intended_ns
         self.send_ns = send_ns
         self.attempt_send_ns = send_ns
@@ -132,6 +135,13 @@ class LightRecord(RequestRecord):
         self.finish_reason = "eos_token" if eos_end else None  # all that run functions ask of it
         self.token_ns = _NO_TOKENS  # type: ignore[assignment]
         self.tokens_per_event = _NO_TOKENS  # type: ignore[assignment]
+        self.input_tokens_server = self.input_tokens_client = input_tokens
+        self.reasoning_tokens = reasoning_tokens
+        self.reasoning_events = 1 if reasoning_tokens else 0
+        self.tool_call_tokens = 0
+        self.cached_input_tokens = cached_input_tokens
+        self.first_tool_call_ns = first_tool_call_ns
+        self.turn = turn
 
 
 def light_records(cols: dict[str, np.ndarray]) -> list[RequestRecord]:
@@ -146,7 +156,17 @@ def light_records(cols: dict[str, np.ndarray]) -> list[RequestRecord]:
     srv, ret = opt_tok(cols["output_tokens_server"]), opt_tok(cols["output_tokens_retokenized"])
     ev = cols["output_tokens_events"].astype(np.int64).tolist()
     oc = [OUTCOMES[c] for c in cols["outcome"].tolist()]
-    return list(map(LightRecord, intended, send, end, oc, srv, ev, ret, cols["eos_end"].tolist()))
+    n = len(send)
+    inp = opt_tok(cols["input_tokens"]) if "input_tokens" in cols else [None] * n
+    reas = [0 if t is None else t for t in opt_tok(cols["reasoning_tokens"])] if "reasoning_tokens" in cols \
+        else [0] * n
+    cached = opt_tok(cols["cached_tokens"]) if "cached_tokens" in cols else [None] * n
+    tool = ([None if v != v else s + int(v * m.NS_PER_MS) for v, s in zip(cols["ttft_tool_call"].tolist(),
+                                                                       cols["send_ns"].tolist(), strict=True)]
+            if "ttft_tool_call" in cols else [None] * n)
+    turn = opt_int(cols["turn"]) if "turn" in cols else [None] * n
+    return list(map(LightRecord, intended, send, end, oc, srv, ev, ret, cols["eos_end"].tolist(), inp, reas,
+                    cached, tool, turn))
 
 
 class _Builder:
@@ -165,7 +185,7 @@ class _Builder:
                                                     "output_tokens_events", "output_tokens_retokenized",
                                                     "input_tokens")) + tuple(
             i[k].append for k in ("send_ns", "end_ns", "intended_ns", "first_token_ns", "last_token_ns", "n_events",
-                                  "ok", "slo_met", "retries", "outcome", "eos_end"))
+                                  "ok", "slo_met", "retries", "outcome", "eos_end", "turn"))
         self._ext_itl = self.gaps["itl"].extend
         self.bundled = False  #: some record bundled tokens: itl_per_token has its own array
         self._ext_itl_pt = self.gaps["itl_per_token"].extend
@@ -176,7 +196,9 @@ class _Builder:
             v = fn(r)
             append(_NAN if v is None else v)
         (a_out, a_mism, a_srv, a_ev, a_ret, a_in, a_send, a_end, a_int, a_first, a_last, a_nev, a_ok, a_slo,
-         a_retries, a_outcome, a_eos) = self._appends
+         a_retries, a_outcome, a_eos, a_turn) = self._appends
+        v = r.turn
+        a_turn(-1 if v is None else v)
         a_eos(r.finish_reason in m.EOS_FINISH_REASONS)
         a_out(m.output_tokens(r))
         mm = m.token_mismatch(r)

@@ -92,8 +92,20 @@ def latency_table(s: dict) -> str:
         if not s.get(f"{name}_count"):
             continue
         unit = m.METRICS[name].unit
-        rows.append([name, fmt(s.get(f"{name}_count"))] + [fmt(s.get(f"{name}_{st}_{unit}"), 2) for st in stats])
+        label = name if unit == "ms" else f"{name} ({unit})"
+        rows.append([label, fmt(s.get(f"{name}_count"))] + [fmt(s.get(f"{name}_{st}_{unit}"), 2) for st in stats])
     return table(["metric (ms)", "count", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"], rows)
+
+
+def turn_table(s: dict) -> str:
+    """TTFT by session turn (summary ``ttft_by_turn``), with the mean cached share; empty without turns."""
+    by_turn = s.get("ttft_by_turn") or {}
+    if not by_turn:
+        return ""
+    rows = [[f"turn {t}"] + [fmt(d.get(k), 2) for k in ("count", "mean", "p50", "p90", "p95", "p99", "max")]
+            + [fmt(d.get("cached_share_mean"), 3)] for t, d in by_turn.items()]
+    return ("<h2>TTFT by session turn (ok requests, steady window)</h2>"
+            + table(["turn", "count", "mean", "p50", "p90", "p95", "p99", "max", "cached share"], rows))
 
 
 _ROLE = re.compile(r":(?:func|data|mod|class|meth|attr):`~?([^`]+)`")
@@ -252,7 +264,7 @@ def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[
         f"{fmt(summary.get('requests'))} requests in it, {fmt(summary.get('ok'))} ok; "
         f"measurement window {fmt(summary.get('measurement_window_s'), 1)} s. SLO: {escape(slo_txt)}.</p>",
         headline_cards(summary),
-        "<h2>Latency (ok requests, steady window)</h2>", latency_table(summary),
+        "<h2>Latency (ok requests, steady window)</h2>", latency_table(summary), turn_table(summary),
         "<h2>Outcomes</h2>",
         outcome_table(summary.get("outcomes") or {}, full_outcomes),
         failure_table(summary),

@@ -131,6 +131,8 @@ def summarize_frame(frame: RunFrame, slo: m.Slo | None = None,
         _flatten(name, m.METRICS[name].unit, d, out)
     _flatten("output_tokens", "tokens", dist(cols["output_tokens"][ok]), out)
     _flatten("input_tokens", "tokens", dist(cols["input_tokens"][ok]), out)
+    if "turn" in cols and (cols["turn"] > 0).any():
+        out["ttft_by_turn"] = ttft_by_turn(sub)
     out.update(run_metrics(sub.records, cols["slo_met"], slo))
     # token accounting over ok requests
     mism = cols["token_mismatch"][ok]
@@ -151,6 +153,23 @@ def summarize_frame(frame: RunFrame, slo: m.Slo | None = None,
     out["slo"] = _slo_dict(slo)
     out["steady_window"] = None if steady_window is None else {
         "start_ns": int(steady_window[0]), "end_ns": int(steady_window[1])}
+    return out
+
+
+def ttft_by_turn(frame: RunFrame) -> dict[str, dict[str, float | int]]:
+    """TTFT by session turn: ``{"<turn>": distribution of ttft (ms) of the ok requests of that turn}`` with
+    the mean cached share (:func:`harness.metrics.cached_share`) of those requests when the server
+    reported it, turns ascending; empty without session turns. Gate keys: ``ttft_by_turn.2.p95``."""
+    cols = frame.cols
+    turn, ok = cols["turn"], cols["ok"]
+    out: dict[str, dict[str, float | int]] = {}
+    for t in sorted(set(turn[(turn > 0) & ok].tolist())):
+        rows = ok & (turn == t)
+        d = dist(cols["ttft"][rows])
+        share = cols["cached_share"][rows] if "cached_share" in cols else np.zeros(0)
+        if share.size and not np.isnan(share).all():
+            d["cached_share_mean"] = float(np.nanmean(share))
+        out[str(int(t))] = d
     return out
 
 
@@ -311,10 +330,20 @@ def to_markdown(summary: dict, title: str = "Run summary") -> str:
     lines += ["", "| latency (ms) | count | mean | p50 | p90 | p95 | p99 | p99.9 | max |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name in (*REQUEST_METRICS, *GAP_METRICS):
-        unit = m.METRICS[name].unit
+        d = m.METRICS[name]
+        unit = d.unit
+        if d.show != "always" and not summary.get(f"{name}_count"):
+            continue  # e.g. reasoning and tool-call metrics of a run without either
         row = [_fmt(summary.get(f"{name}_count"))] + [
             _fmt(summary.get(f"{name}_{s}_{unit}")) for s in ("mean", "p50", "p90", "p95", "p99", "p99_9", "max")]
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+        lines.append(f"| {name}{'' if unit == 'ms' else f' ({unit})'} | " + " | ".join(row) + " |")
+    by_turn = summary.get("ttft_by_turn") or {}
+    if by_turn:
+        lines += ["", "| TTFT by session turn (ms) | count | mean | p50 | p90 | p95 | p99 | max | cached share |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for t, d in by_turn.items():
+            lines.append(f"| turn {t} | " + " | ".join(_fmt(d.get(k)) for k in (
+                "count", "mean", "p50", "p90", "p95", "p99", "max", "cached_share_mean")) + " |")
     lines += ["", "| outcome | requests |", "|---|---|"]
     for k, v in summary.get("outcomes", {}).items():
         lines.append(f"| {k} | {v} |")

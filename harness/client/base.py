@@ -194,6 +194,8 @@ class StreamClient:
             rec.request_id = new_request_id()
         if prompt.input_tokens is not None:
             rec.input_tokens_client = prompt.input_tokens
+        if prompt.turn is not None:
+            rec.turn = prompt.turn
         body = json.dumps(self.build_body(prompt), ensure_ascii=False).encode("utf-8")
         want_text = keep_text or self.retokenize is not None
         texts: list[str] | None = [] if (want_text or on_text is not None) else None

@@ -6,11 +6,19 @@ a model name is given (TGI treats any value other than "tgi" as an adapter id, v
 
 Events: a chunk is a token event when any choice carries generated text: a non-empty
 ``delta.content``, ``delta.reasoning_content``/``delta.reasoning`` (counted as tokens and counted
-in ``record.reasoning_events``), ``delta.tool_calls`` argument fragments, or ``text`` on
-completions. Role-only and empty deltas are not token events. Tokens per event: the length of
-``logprobs.content`` (chat) or ``logprobs.tokens`` (completions) when the server sends them, else
-1. ``usage`` (an extra ``choices: []`` chunk or on the last chunk) -> ``output_tokens_server`` /
-``input_tokens_server``; the last non-empty ``finish_reason`` -> ``finish_reason``.
+in ``record.reasoning_events``), ``delta.tool_calls`` (a function name or argument fragment), or
+``text`` on completions. Role-only and empty deltas are not token events. Tokens per event: the
+length of ``logprobs.content`` (chat) or ``logprobs.tokens`` (completions) when the server sends
+them, else 1. ``usage`` (an extra ``choices: []`` chunk or on the last chunk) ->
+``output_tokens_server`` / ``input_tokens_server`` / ``cached_input_tokens``
+(``prompt_tokens_details.cached_tokens``); the last non-empty ``finish_reason`` -> ``finish_reason``.
+
+Channels (one comparison or two per event): a token event's tokens are reasoning
+(``reasoning_tokens``, ``first_reasoning_ns``), tool call (``tool_call_tokens``) or answer (content
+or completions text; ``first_answer_ns``). ``first_tool_call_ns`` is the first event with any
+``delta.tool_calls`` entry (its name, usually with empty arguments); ``tool_call_end_ns`` the event
+whose ``finish_reason`` is ``tool_calls`` (the model's end of its calls), else, when the stream ended
+its calls otherwise (``length``, ``stop``), the last event with a ``delta.tool_calls`` entry.
 
 End of stream: ``data: [DONE]`` ends it ok (with or without a ``finish_reason`` before it). A body
 that ends cleanly after a chunk with a ``finish_reason`` but without ``[DONE]`` is also ok, flagged
@@ -31,6 +39,16 @@ from harness.client.sse import Event
 from harness.client.tgi import _malformed
 from harness.records import RequestRecord
 from harness.workload.prompt import Prompt
+
+
+def tool_text(calls: list) -> str:
+    """The generated text of a ``delta.tool_calls`` list: each entry's function name and argument fragment."""
+    out = []
+    for tc in calls:
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if fn:
+            out.append((fn.get("name") or "") + (fn.get("arguments") or ""))
+    return "".join(out)
 
 
 class OpenAIClient(StreamClient):
@@ -58,6 +76,8 @@ class OpenAIClient(StreamClient):
             body["max_tokens"] = mnt
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+        if prompt.body:
+            body.update(prompt.body)
         body.update(self.extra_body)
         return body
 
@@ -66,12 +86,19 @@ class OpenAIClient(StreamClient):
         loads = json.loads
         token_ns = rec.token_ns
         per_event = rec.tokens_per_event
+        # this attempt's values (read_stream runs once per attempt)
+        rec.reasoning_tokens = rec.tool_call_tokens = 0
+        rec.first_reasoning_ns = rec.first_answer_ns = rec.first_tool_call_ns = rec.tool_call_end_ns = None
+        rec.cached_input_tokens = None
         failed = False
         t = 0
+        last_tool = None
         for t, data, event in events:
             if data == b"[DONE]" or data.strip() == b"[DONE]":
                 if not failed:
                     rec.end_ns = t
+                if last_tool is not None and rec.tool_call_end_ns is None:
+                    rec.tool_call_end_ns = last_tool
                 return not failed
             try:
                 obj = loads(data)
@@ -81,17 +108,23 @@ class OpenAIClient(StreamClient):
             if choices:
                 n = 0
                 reasoning = False
+                answer = False
                 for c in choices:
                     d = c.get("delta")
+                    kind = 0  # 0 answer, 1 reasoning, 2 tool call
                     if d is not None:
                         piece = d.get("content")
                         if not piece:
                             piece = d.get("reasoning_content") or d.get("reasoning")
                             if piece:
                                 reasoning = True
+                                kind = 1
                             elif d.get("tool_calls"):
-                                piece = "".join(((tc.get("function") or {}).get("arguments") or "")
-                                                for tc in d["tool_calls"])
+                                kind = 2
+                                piece = tool_text(d["tool_calls"])
+                                if rec.first_tool_call_ns is None:
+                                    rec.first_tool_call_ns = t
+                                last_tool = t
                     else:
                         piece = c.get("text")
                     if piece:
@@ -99,7 +132,14 @@ class OpenAIClient(StreamClient):
                         k = 0
                         if lp:
                             k = len(lp.get("content") or lp.get("tokens") or ())
-                        n += k or 1
+                        k = k or 1
+                        n += k
+                        if kind == 0:
+                            answer = True
+                        elif kind == 1:
+                            rec.reasoning_tokens += k
+                        else:
+                            rec.tool_call_tokens += k
                         if texts is not None and isinstance(piece, str):
                             texts.append(piece)
                             if on_text is not None:
@@ -107,23 +147,34 @@ class OpenAIClient(StreamClient):
                     fr = c.get("finish_reason")
                     if fr:
                         rec.finish_reason = fr
+                        if fr == "tool_calls":
+                            rec.tool_call_end_ns = t
                 if n:
                     token_ns.append(t)
                     per_event.append(n)
                     if reasoning:
                         rec.reasoning_events += 1
+                        if rec.first_reasoning_ns is None:
+                            rec.first_reasoning_ns = t
+                    if answer and rec.first_answer_ns is None:
+                        rec.first_answer_ns = t
             usage = obj.get("usage")
             if usage:
                 if usage.get("completion_tokens") is not None:
                     rec.output_tokens_server = usage["completion_tokens"]
                 if usage.get("prompt_tokens") is not None:
                     rec.input_tokens_server = usage["prompt_tokens"]
+                details = usage.get("prompt_tokens_details")
+                if details and isinstance(details.get("cached_tokens"), int):
+                    rec.cached_input_tokens = details["cached_tokens"]
             if (obj.get("error") or event == b"error") and not failed:
                 etype, msg, status = parse_error_payload(obj)
                 rec.outcome = classify_event(etype, msg, status)
                 rec.error_text = format_error(None, etype, msg)
                 rec.end_ns = t
                 failed = True
+        if last_tool is not None and rec.tool_call_end_ns is None:
+            rec.tool_call_end_ns = last_tool
         if rec.finish_reason is not None and not failed:
             rec.done_missing = True
             rec.end_ns = t

@@ -87,6 +87,20 @@ def register(parser: Any) -> None:
     g.add_argument("--step-time", type=float, default=10.0, help="step load: seconds per step")
     g.add_argument("--think-time", type=float, default=1.0, help="sessions: think time between turns, s (mean)")
     g.add_argument("--turns", type=int, default=4, help="sessions: turns per conversation")
+    g.add_argument("--prefix-tokens", type=int, default=0,
+                   help="shared prefix: a system prompt of about N tokens before every prompt (0 = none)")
+    g.add_argument("--prefixes", type=int, default=1,
+                   help="shared prefix: distinct prefixes; user k uses prefix k mod N; 0 = one per user")
+    g.add_argument("--prefix-share", type=float, default=1.0,
+                   help="shared prefix: fraction of requests that carry their group's prefix (others: a fresh one)")
+    g.add_argument("--cache-bust", action="store_true", default=False,
+                   help="a unique salt at the start of every prompt (no prefix-cache hits)")
+    g.add_argument("--tools", type=int, default=0,
+                   help="tool-call prompts: send N built-in OpenAI tool schemas with each request (0 = none)")
+    g.add_argument("--reasoning-prompts", action="store_true", default=False,
+                   help="reasoning prompts: a multi-step word problem with 'reason step by step' before each prompt")
+    g.add_argument("--reasoning-effort", default="", choices=("", "low", "medium", "high"),
+                   help="sent as OpenAI's reasoning_effort (empty = not sent)")
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,13 @@ class HarnessOptions:
     step_time: float = 10.0
     think_time: float = 1.0
     turns: int = 4
+    prefix_tokens: int = 0
+    prefixes: int = 1
+    prefix_share: float = 1.0
+    cache_bust: bool = False
+    tools: int = 0
+    reasoning_prompts: bool = False
+    reasoning_effort: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -184,7 +205,7 @@ def resolve(ns: Any) -> HarnessOptions:
     special = ("fail_on", "steps", "failure_backoff", "extra")
     values = {k: get(k, getattr(base, k)) for k in base.__dict__ if k not in special}
     for name in ("protocol", "endpoint", "model_name", "api_key", "input_tokens", "output_tokens",
-                 "prompt_file", "run_dir", "trace_file", "request_id_header"):
+                 "prompt_file", "run_dir", "trace_file", "request_id_header", "reasoning_effort"):
         values[name] = (values[name] or "").strip() if isinstance(values[name], str) else values[name] or ""
     opts = HarnessOptions(**values, fail_on=split_rules(get("fail_on", "")), steps=parse_steps(get("steps", "")),
                           failure_backoff=parse_backoff(get("failure_backoff", DEFAULT_FAILURE_BACKOFF)))
@@ -219,6 +240,17 @@ def _validate(o: HarnessOptions) -> None:
             Distribution.parse(spec)
         except ValueError as exc:
             raise OptionError(f"{name}: {exc}") from None
+    for name, value in (("--prefix-tokens", o.prefix_tokens), ("--prefixes", o.prefixes), ("--tools", o.tools)):
+        if value < 0:
+            raise OptionError(f"{name}: must be >= 0, got {value}")
+    if not 0.0 <= o.prefix_share <= 1.0:
+        raise OptionError(f"--prefix-share: must be within [0, 1], got {o.prefix_share}")
+    from harness.workload.traffic import REASONING_EFFORTS, TOOLS
+
+    if o.tools > len(TOOLS):
+        raise OptionError(f"--tools: at most {len(TOOLS)} built-in tool schemas, got {o.tools}")
+    if o.reasoning_effort and o.reasoning_effort not in REASONING_EFFORTS:
+        raise OptionError(f"--reasoning-effort: {o.reasoning_effort!r} is not one of {', '.join(REASONING_EFFORTS)}")
     if o.fail_on:
         for rule in o.fail_on:
             try:

@@ -192,11 +192,11 @@ class SessionUser(StreamingUser):
         self.session = self.new_session()
 
     def new_session(self) -> Session:
-        first = self.next_prompt()
-        turns = [first.as_text()] + [self.next_prompt().as_text() for _ in range(self.opts.turns - 1)]
-        return Session(turns, max_new_tokens=first.max_new_tokens, think_time_s=self.opts.think_time,
-                       think_time_kind="exponential",
-                       seed=self.opts.seed * 1_000_003 + self.user_index * 1009 + next(self._conversations))
+        # the first prompt's system message (a --prefix-tokens prefix) and body (--tools) are the session's
+        prompts = [self.next_prompt() for _ in range(self.opts.turns)]
+        return Session.from_prompts(prompts, think_time_s=self.opts.think_time, think_time_kind="exponential",
+                                    seed=self.opts.seed * 1_000_003 + self.user_index * 1009
+                                    + next(self._conversations))
 
     def wait_time(self) -> float:
         return self.session.think_time()

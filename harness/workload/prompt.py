@@ -13,13 +13,18 @@ class Prompt:
     ``[{"role", "content"}]``) feeds ``/v1/chat/completions``. A client given only one form
     converts it (:meth:`as_text`, :meth:`as_messages`). ``max_new_tokens`` is the output budget
     (None: the client's default); ``input_tokens`` is the client-side input length estimate
-    (tokenizer count, or the workload's documented approximation) stored in the record.
+    (tokenizer count, or the workload's documented approximation) stored in the record. ``body``:
+    extra JSON fields of the request body on OpenAI routes (``tools``, ``tool_choice``,
+    ``reasoning_effort``, the simulated server's ``simulate``); ``turn``: the 1-based turn of a
+    session's prompt, copied into the record.
     """
 
     text: str | None = None
     messages: list[dict] | None = None
     max_new_tokens: int | None = None
     input_tokens: int | None = None
+    body: dict | None = None
+    turn: int | None = None
 
     def __post_init__(self) -> None:
         if self.text is None and not self.messages:

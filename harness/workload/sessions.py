@@ -8,7 +8,10 @@
 Each prompt carries the whole history (what a chat client resends), so input length grows turn
 by turn, like real chats (and prefix caches see the shared prefix). ``think_time()`` draws the
 pause a user takes before the next turn: ``think_time_s`` exactly, or exponential with that mean
-when ``think_time_kind="exponential"`` (seeded).
+when ``think_time_kind="exponential"`` (seeded). Each prompt carries its 1-based ``turn`` (the
+records' ``turn``, for TTFT by turn) and the session's request ``body`` (tools, ...).
+:meth:`Session.from_prompts` builds a session from shaped prompts (:mod:`harness.workload.traffic`):
+the first prompt's system message (a shared or per-user prefix) starts the conversation.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class Session:
 
     def __init__(self, turns: Sequence[str], system: str | None = None, max_new_tokens: int | None = None,
                  think_time_s: float = 0.0, think_time_kind: str = "constant", seed: int = 0,
-                 tokenizer: Tokenizer | None = None) -> None:
+                 tokenizer: Tokenizer | None = None, body: dict | None = None) -> None:
         if not turns:
             raise ValueError("a session needs at least one user turn")
         if think_time_s < 0:
@@ -37,6 +40,7 @@ class Session:
         self.think_time_s = think_time_s
         self.think_time_kind = think_time_kind
         self.tokenizer = tokenizer
+        self.body = body
         self.rng = random.Random(seed)
         self.history: list[dict] = [{"role": "system", "content": system}] if system else []
         self.turn = 0  #: user turns sent so far
@@ -48,6 +52,23 @@ class Session:
         system = next((m["content"] for m in messages if m.get("role") == "system"), None)
         turns = [m["content"] for m in messages if m.get("role") == "user"]
         return cls(turns, system=kw.pop("system", system), **kw)
+
+    @classmethod
+    def from_prompts(cls, prompts: Sequence[Prompt], **kw) -> Session:
+        """A session whose user turns are ``prompts`` without their system messages (as text); the first
+        prompt's system message and ``body`` are the session's."""
+        if not prompts:
+            raise ValueError("a session needs at least one user turn")
+        first = prompts[0].as_messages()
+        system = next((m["content"] for m in first if m.get("role") == "system"), None)
+        turns = []
+        for p in prompts:
+            rest = [m for m in p.as_messages() if m.get("role") != "system"]
+            turns.append(Prompt(messages=rest).as_text() if rest and len(rest) < len(p.as_messages())
+                         else p.as_text())
+        kw.setdefault("max_new_tokens", prompts[0].max_new_tokens)
+        kw.setdefault("body", prompts[0].body)
+        return cls(turns, system=system, **kw)
 
     @property
     def done(self) -> bool:
@@ -68,7 +89,7 @@ class Session:
         msgs = [dict(m) for m in self.history]
         text = "\n\n".join(m["content"] for m in msgs)
         return Prompt(text=text, messages=msgs, max_new_tokens=self.max_new_tokens,
-                      input_tokens=count_tokens(text, self.tokenizer))
+                      input_tokens=count_tokens(text, self.tokenizer), body=self.body, turn=self.turn)
 
     def add_reply(self, text: str) -> None:
         """Append the assistant's answer to the conversation."""

@@ -22,7 +22,7 @@ def test_load_run_has_the_dictionary_metrics_per_request(tmp_path) -> None:
     for name, d in m.METRICS.items():
         if d.scope == "request":
             want = [d.fn(r) for r in recs]
-            got = df[f"{name}_ms"].tolist()
+            got = df[f"{name}_{d.unit}"].tolist()
             assert all((w is None and g != g) or g == pytest.approx(w) for w, g in zip(want, got, strict=True)), name
     assert df.itl_ms.iloc[0] == pytest.approx(m.itl_ms(recs[0]))
     assert df.outcome.value_counts().to_dict() == {"ok": 24, "overloaded": 6}
