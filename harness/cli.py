@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "measure the harness's own timing error against the simulated server [server]"),
     "demo": ("harness.demo", "stream one answer from the bundled server, then a short capacity sweep [server]"),
     "scenarios": ("harness.scenarios", "list the packaged Locust scenarios and their paths (for locust -f)"),
+    "comply": ("harness.comply", "MLPerf-style server check: TTFT/TPOT p99 limits, early stopping, highest VALID rate"),
+    "compare": ("harness.compare", "compare runs (bootstrap deltas, better/worse) or sweeps (Pareto fronts), HTML"),
 }
 
 

@@ -26,6 +26,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "sweep": frozenset({"core", "analysis", "scenarios"}),
     "calibration": frozenset({"core", "workload", "client", "client.tracecontext", "analysis", "locust"}),
     "demo": frozenset({"core", "sweep", "scenarios", "analysis"}),
+    "comply": frozenset({"core", "analysis", "scenarios", "sweep"}),  # MLPerf-style check on the sweep's runner
+    "compare": frozenset({"core", "analysis", "gate"}),  # across runs: the gate's bootstrap
     "cli": frozenset({"core"}),  # dispatches to the commands by module name (importlib), not by import
 }
 
@@ -35,7 +37,7 @@ UNITS: dict[str, str] = {
     "server_process.py": "core", "workload": "workload", "server": "server", "client": "client",
     "client/tracecontext.py": "client.tracecontext", "analysis": "analysis", "locust": "locust",
     "scenarios": "scenarios", "probe": "probe", "gate": "gate", "sweep": "sweep", "calibration": "calibration",
-    "demo.py": "demo", "cli.py": "cli", "__main__.py": "cli",
+    "demo.py": "demo", "comply": "comply", "compare": "compare", "cli.py": "cli", "__main__.py": "cli",
 }
 
 #: (file, imported module): edges allowed on purpose, with the reason
