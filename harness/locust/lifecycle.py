@@ -79,6 +79,9 @@ def _on_init(environment: Any, **_: Any) -> None:
         environment.runner.register_message(shipping.MSG_FINAL, _on_final_message)
     if role != "worker":
         webui.install(environment, lambda: current().live)
+        # Added after the runner's own listeners, so it fires first (quitting fires in reverse): the
+        # master's listener stops the test, which would otherwise look like a normal end.
+        environment.events.quitting.add_listener(_on_quitting_first)
 
 
 @events.test_start.add_listener
@@ -163,6 +166,10 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
     _state["test_stopped"] = True
     if not ctx.active:
         return
+    shape = environment.shape_class
+    if ctx.role != "worker" and shape is not None \
+            and shape_cut_short(shape, getattr(environment.parsed_options, "run_time", None)):
+        _state["interrupted"] = True
     if ctx.schedule is not None:
         ctx.schedule.cancel_inflight()
     if ctx.role == "worker":
@@ -174,14 +181,32 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
         _finalize(ctx, complete=True)
 
 
+def shape_cut_short(shape: Any, run_time_s: float | None) -> bool:
+    """True when a load shape's test stops before the shape finished: Locust catches a Ctrl-C during a
+    shape run and stops the test as if the shape had ended. :class:`~harness.locust.shape.StepShape`
+    closes its last step when it ends, and without steps or ``-t`` it never ends by itself; any shape
+    with a run time (``-t``) has not reached it."""
+    steps = getattr(shape, "steps", None)
+    if steps:
+        return steps[-1].get("end_ns") is None
+    if run_time_s:
+        return shape.get_run_time() < float(run_time_s)
+    return steps is not None  # StepShape without steps or -t: only a stop ends it
+
+
+def _on_quitting_first(environment: Any, **_: Any) -> None:
+    """Quitting while the test still runs (Ctrl-C, SIGTERM): an interruption (see :func:`_interrupt`)."""
+    ctx = current()
+    if ctx.active and not ctx.finalized and ctx.run_dir is not None and not _state["test_stopped"]:
+        _interrupt(environment, ctx)
+
+
 @events.quitting.add_listener
 def _on_quitting(environment: Any, **_: Any) -> None:
     ctx = current()
     if ctx.role == "worker":
         environment.process_exit_code = 0  # workers' outcomes are judged by the master
         return
-    if ctx.active and not ctx.finalized and ctx.run_dir is not None and not _state["test_stopped"]:
-        _interrupt(environment, ctx)
     if ctx.active and not ctx.finalized and ctx.run_dir is not None:
         complete = not _state["interrupted"]
         if ctx.role == "master":
@@ -198,13 +223,16 @@ def _interrupt(environment: Any, ctx: RunContext) -> None:
     Locust fires ``quitting`` while the users still run and stops them only afterwards; finalizing
     then would close run.json before the requests in flight end (their records used to be appended
     after it). A stop already under way (the run time was reached, test_stop not fired yet) is waited
-    for instead of started twice.
+    for instead of started twice. The master only marks the run: stopping it here would drop the
+    workers from its list before Locust sends them ``quit``.
     """
     _state["interrupted"] = True
     runner = environment.runner
     wait_s = float(environment.stop_timeout or 0)
     logger.warning("stream-harness: run %s interrupted; stopping the users%s before finalizing", ctx.run_id,
                    f" (up to --stop-timeout {wait_s:g} s; Ctrl-C again cancels them)" if wait_s else "")
+    if ctx.role == "master":  # Locust's own quitting listener tells the workers to quit (their users
+        return                # stop, their final batches come in) and _on_quitting drains them
     try:
         if runner.state in (STATE_SPAWNING, STATE_RUNNING):
             runner.stop()  # fires test_stop, which finalizes (local; master once every final batch is in)

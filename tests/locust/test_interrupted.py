@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from locust_helpers import SCENARIOS, headless, start_locust
+from locust_helpers import SCENARIOS, free_port, headless, start_locust
 
 #: seconds to wait for the first flushed records before interrupting (bounded, not a timing assert)
 FIRST_RECORDS_WAIT_S = 60.0
@@ -86,3 +86,47 @@ def test_sigint_mid_run_is_interrupted_and_final(sim, tmp_path: Path) -> None:
     allowed = _harness("gate", str(run.run_dir), "--rules", str(rules), "--allow-incomplete", cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert json.loads((run.run_dir / "run.json").read_text())["interrupted"] is True
+
+
+def test_sigint_during_a_step_shape(sim, tmp_path: Path) -> None:
+    """Locust catches Ctrl-C during a load shape and stops the test as if the shape had ended; the run
+    still says it was interrupted (its last step never closed)."""
+    server = sim(64, "--sim-output-tokens", "0")
+    run = start_locust(tmp_path, "shape", ["--host", server.url, "--headless", "--stop-timeout", "10",
+                                           "--only-summary", "--steps", "2,4", "--step-time", "60",
+                                           "--output-tokens", "fixed:100"], SCENARIOS / "overload_burst.py")
+    _wait_for_records(run)
+    run.proc.send_signal(signal.SIGINT)
+    rc = run.wait(60)
+    meta = run.run_meta()
+    assert rc != 0 and meta["exit_code"] == rc, run.log()[-3000:]
+    assert meta["complete"] is False and meta["interrupted"] is True, meta
+    assert meta["records"] == _lines(run.run_dir / "records.jsonl")
+
+
+def test_sigint_to_the_master_of_a_distributed_run(sim, tmp_path: Path) -> None:
+    """Master + 1 worker, SIGINT to the master only: the worker is told to quit, its final batch is in
+    before the master finalizes, and the run says it was interrupted."""
+    server = sim(64, "--sim-output-tokens", "0")
+    port = free_port()
+    master = start_locust(tmp_path, "master", [*headless(server.url, 2, "120s"), "--output-tokens", "fixed:200",
+                                               "--master", "--master-bind-host", "127.0.0.1",
+                                               "--master-bind-port", str(port), "--expect-workers", "1"],
+                          SCENARIOS / "chat_stream.py")
+    worker = start_locust(tmp_path, "worker", ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                                               "--output-tokens", "fixed:200"], SCENARIOS / "chat_stream.py")
+    try:
+        _wait_for_records(master)
+        master.proc.send_signal(signal.SIGINT)
+        rc = master.wait(90)
+        assert worker.wait(60) == 0, worker.log()[-3000:]  # told to quit by the master, not left running
+    finally:
+        for run in (master, worker):
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+    meta = master.run_meta()
+    assert rc != 0 and meta["exit_code"] == rc, master.log()[-3000:]
+    assert meta["complete"] is False and meta["interrupted"] is True, meta
+    assert meta["records"] == _lines(master.run_dir / "records.jsonl")
+    assert "arrived after the run was finalized" not in master.log()
