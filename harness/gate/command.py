@@ -24,7 +24,9 @@ from harness.usage import CliError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (records.jsonl) or a summary.json")
     p.add_argument("--rules", required=True, help="gate.toml: rules = [...], [regression.tolerance], slo")
-    p.add_argument("--baseline", default=None, help="baseline run dir (records: bootstrap CIs) or summary.json")
+    p.add_argument("--baseline", default=None,
+                   help="baseline run dir (records: bootstrap CIs) or summary.json; without it the rules file's "
+                        "[regression.tolerance] entries are skipped with a note")
     p.add_argument("--junit", default=None, metavar="OUT_XML", help="write JUnit XML here")
     p.add_argument("--slo", default=None, help="SLO for goodput (overrides the rules file's slo)")
     p.add_argument("--allow-incomplete", action="store_true",
