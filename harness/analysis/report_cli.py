@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     if not run_dir.exists():
         raise CliError(f"{run_dir}: no such run directory")
     try:
-        slo = parse_slo(args.slo)
-        rep = build_report(run_dir, args.out, slo, steady=not args.whole_run, warmup_s=args.warmup)
+        parse_slo(args.slo)  # bad SLO text: one line before any work
+        rep = build_report(run_dir, args.out, args.slo or None, steady=not args.whole_run, warmup_s=args.warmup)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     s = rep.summary
