@@ -105,7 +105,7 @@ def turn_table(s: dict) -> str:
     rows = [[f"turn {t}"] + [fmt(d.get(k), 2) for k in ("count", "mean", "p50", "p90", "p95", "p99", "max")]
             + [fmt(d.get("cached_share_mean"), 3)] for t, d in by_turn.items()]
     return ("<h2>TTFT by session turn (ok requests, steady window)</h2>"
-            + table(["turn", "count", "mean", "p50", "p90", "p95", "p99", "max", "cached share"], rows))
+            + table(["turn", "count", "mean", "p50", "p90", "p95", "p99", "max", "cached share"], rows, text_cols=(0,)))
 
 
 _ROLE = re.compile(r":(?:func|data|mod|class|meth|attr):`~?([^`]+)`")
