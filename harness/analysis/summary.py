@@ -27,6 +27,8 @@ from harness.analysis.steady import SteadyWindow, detect
 from harness.records import RequestRecord
 
 STATS: tuple[str, ...] = ("mean", "min", "max", *m.PERCENTILE_KEYS.values())
+#: session turns whose TTFT (``ttft_by_turn.<turn>.<stat>``, ms) rules may name
+TURN_KEYS = 32
 
 
 #: above this many values, percentiles come from one multi-point partition instead of a full sort
@@ -159,7 +161,8 @@ def summarize_frame(frame: RunFrame, slo: m.Slo | None = None,
 def ttft_by_turn(frame: RunFrame) -> dict[str, dict[str, float | int]]:
     """TTFT by session turn: ``{"<turn>": distribution of ttft (ms) of the ok requests of that turn}`` with
     the mean cached share (:func:`harness.metrics.cached_share`) of those requests when the server
-    reported it, turns ascending; empty without session turns. Gate keys: ``ttft_by_turn.2.p95``."""
+    reported it, turns ascending; empty without session turns. Rule keys: ``ttft_by_turn.2.p95`` (ms; turns
+    1 to :data:`TURN_KEYS`)."""
     cols = frame.cols
     turn, ok = cols["turn"], cols["ok"]
     out: dict[str, dict[str, float | int]] = {}
@@ -403,6 +406,7 @@ def summary_keys() -> set[str]:
             keys.add(f"error_rate_{o.value}")
     keys.update(f"tokens.{k}" for k in ("output_total", "output_server_total", "output_events_total",
                                          "output_retokenized_total", "input_total", "compared", "mismatched"))
+    keys.update(f"ttft_by_turn.{t}.{s}" for t in range(1, TURN_KEYS + 1) for s in ("count", *STATS))
     return keys
 
 

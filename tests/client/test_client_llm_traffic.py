@@ -127,3 +127,4 @@ def test_the_summary_and_gate_carry_the_new_metrics(recs):
     for rule in ("ttft_answer_p95_ms <= 1000", "tool_call_p99_ms <= 1000", "cached_token_share >= 0.1",
                  "reasoning_share_mean_fraction <= 1"):
         assert parse_rule(rule).metric in s
+    assert parse_rule("ttft_by_turn.2.p95 <= 500").metric == "ttft_by_turn.2.p95"
