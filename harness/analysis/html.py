@@ -16,6 +16,7 @@ from pathlib import Path
 from harness import metrics as m
 from harness.analysis.clocks import html as clock_html
 from harness.analysis.frame import GAP_METRICS, REQUEST_METRICS
+from harness.analysis.summary import run_state
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -146,6 +147,14 @@ def client_bound_note(meta: dict) -> str:
             f"generator was saturated or above its calibrated limit, so timings are not trustworthy ({escape(reasons)}).</p>")
 
 
+def run_state_note(meta: dict) -> str:
+    """A banner when run.json says the run did not end normally (interrupted, or incomplete)."""
+    state = run_state(meta)
+    if not state:
+        return ""
+    return f"<p class='note' style='border-left:4px solid #c0392b;padding-left:8px'><b>{escape(state)}</b></p>"
+
+
 def failure_note(summary: dict) -> str:
     """The failure headline as the page's first statement, when failures dominate; else ''."""
     head = (summary.get("failures") or {}).get("headline")
@@ -257,6 +266,7 @@ def render_report(summary: dict, full_outcomes: dict[str, int], plots: Sequence[
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
+        run_state_note(meta),
         failure_note(summary),
         f"<p class='sub'>{sub}</p>",
         client_bound_note(meta),

@@ -57,7 +57,8 @@ def build_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     summary["whole_run"] = {"requests": len(frame), "outcomes": full_outcomes}
     meta = {**run_meta(run if run.is_dir() else run.parent), "run_dir": str(run)}
     summary["run"] = {k: meta.get(k) for k in ("run_id", "scenario", "host", "users", "protocol",
-                                                      "client_bound", "client_bound_reasons") if k in meta}
+                                                      "client_bound", "client_bound_reasons", "complete", "interrupted")
+                      if k in meta}
     if meta.get("clock_sync"):  # distributed run: the workers' clock alignment, beside the series
         summary["clock_sync"] = meta["clock_sync"]
     write_summary(summary, out, f"Run summary: {meta.get('scenario') or run.name}")

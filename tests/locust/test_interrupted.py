@@ -78,6 +78,9 @@ def test_sigint_mid_run_is_interrupted_and_final(sim, tmp_path: Path) -> None:
     rep = _harness("report", str(run.run_dir), cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     assert "interrupted" in rep.stdout
+    report_dir = run.run_dir
+    assert "INCOMPLETE: the run was interrupted" in (report_dir / "report.html").read_text()
+    assert (report_dir / "summary.md").read_text().lstrip("*# ").startswith("INCOMPLETE")
     rules = tmp_path / "gate.toml"
     rules.write_text('rules = ["error_rate <= 1"]\n')
     gate = _harness("gate", str(run.run_dir), "--rules", str(rules), cwd=tmp_path)
