@@ -13,9 +13,9 @@ them, else 1. ``usage`` (an extra ``choices: []`` chunk or on the last chunk) ->
 ``output_tokens_server`` / ``input_tokens_server`` / ``cached_input_tokens``
 (``prompt_tokens_details.cached_tokens``); the last non-empty ``finish_reason`` -> ``finish_reason``.
 
-Channels (one comparison or two per event): a token event's tokens are reasoning
-(``reasoning_tokens``, ``first_reasoning_ns``), tool call (``tool_call_tokens``) or answer (content
-or completions text; ``first_answer_ns``). ``first_tool_call_ns`` is the first event with any
+Channels (one comparison more per answer event): a token event is reasoning (any choice reasoned;
+``reasoning_tokens``, ``first_reasoning_ns``), else tool call (any choice carried ``tool_calls``;
+``tool_call_tokens``), else answer (content or completions text; ``first_answer_ns``). ``first_tool_call_ns`` is the first event with any
 ``delta.tool_calls`` entry (its name, usually with empty arguments); ``tool_call_end_ns`` the event
 whose ``finish_reason`` is ``tool_calls`` (the model's end of its calls), else, when the stream ended
 its calls otherwise (``length``, ``stop``), the last event with a ``delta.tool_calls`` entry.
@@ -86,97 +86,95 @@ class OpenAIClient(StreamClient):
         loads = json.loads
         token_ns = rec.token_ns
         per_event = rec.tokens_per_event
-        # this attempt's values (read_stream runs once per attempt)
-        rec.reasoning_tokens = rec.tool_call_tokens = 0
-        rec.first_reasoning_ns = rec.first_answer_ns = rec.first_tool_call_ns = rec.tool_call_end_ns = None
+        # This attempt's channel values are locals (an answer event costs one comparison more than
+        # before) and reach the record in the finally clause, however the stream ends. An event's
+        # tokens count to the channel of the event: reasoning if any choice reasoned, else tool call
+        # if any choice carried tool_calls, else answer.
+        first_answer = first_reasoning = first_tool = last_tool = tool_end = None
+        reasoning_tokens = tool_tokens = 0
         rec.cached_input_tokens = None
         failed = False
         t = 0
-        last_tool = None
-        for t, data, event in events:
-            if data == b"[DONE]" or data.strip() == b"[DONE]":
-                if not failed:
-                    rec.end_ns = t
-                if last_tool is not None and rec.tool_call_end_ns is None:
-                    rec.tool_call_end_ns = last_tool
-                return not failed
-            try:
-                obj = loads(data)
-                choices = obj.get("choices")
-            except (ValueError, AttributeError):
-                return _malformed(rec, data)
-            if choices:
-                n = 0
-                reasoning = False
-                answer = False
-                for c in choices:
-                    d = c.get("delta")
+        try:
+            for t, data, event in events:
+                if data == b"[DONE]" or data.strip() == b"[DONE]":
+                    if not failed:
+                        rec.end_ns = t
+                    return not failed
+                try:
+                    obj = loads(data)
+                    choices = obj.get("choices")
+                except (ValueError, AttributeError):
+                    return _malformed(rec, data)
+                if choices:
+                    n = 0
                     kind = 0  # 0 answer, 1 reasoning, 2 tool call
-                    if d is not None:
-                        piece = d.get("content")
-                        if not piece:
-                            piece = d.get("reasoning_content") or d.get("reasoning")
-                            if piece:
-                                reasoning = True
-                                kind = 1
-                            elif d.get("tool_calls"):
-                                kind = 2
-                                piece = tool_text(d["tool_calls"])
-                                if rec.first_tool_call_ns is None:
-                                    rec.first_tool_call_ns = t
-                                last_tool = t
-                    else:
-                        piece = c.get("text")
-                    if piece:
-                        lp = c.get("logprobs")
-                        k = 0
-                        if lp:
-                            k = len(lp.get("content") or lp.get("tokens") or ())
-                        k = k or 1
-                        n += k
-                        if kind == 0:
-                            answer = True
-                        elif kind == 1:
-                            rec.reasoning_tokens += k
+                    for c in choices:
+                        d = c.get("delta")
+                        if d is not None:
+                            piece = d.get("content")
+                            if not piece:
+                                piece = d.get("reasoning_content") or d.get("reasoning")
+                                if piece:
+                                    kind = 1
+                                elif d.get("tool_calls"):
+                                    piece = tool_text(d["tool_calls"])
+                                    if kind == 0:
+                                        kind = 2
+                                    if first_tool is None:
+                                        first_tool = t
+                                    last_tool = t
                         else:
-                            rec.tool_call_tokens += k
-                        if texts is not None and isinstance(piece, str):
-                            texts.append(piece)
-                            if on_text is not None:
-                                on_text(piece)
-                    fr = c.get("finish_reason")
-                    if fr:
-                        rec.finish_reason = fr
-                        if fr == "tool_calls":
-                            rec.tool_call_end_ns = t
-                if n:
-                    token_ns.append(t)
-                    per_event.append(n)
-                    if reasoning:
-                        rec.reasoning_events += 1
-                        if rec.first_reasoning_ns is None:
-                            rec.first_reasoning_ns = t
-                    if answer and rec.first_answer_ns is None:
-                        rec.first_answer_ns = t
-            usage = obj.get("usage")
-            if usage:
-                if usage.get("completion_tokens") is not None:
-                    rec.output_tokens_server = usage["completion_tokens"]
-                if usage.get("prompt_tokens") is not None:
-                    rec.input_tokens_server = usage["prompt_tokens"]
-                details = usage.get("prompt_tokens_details")
-                if details and isinstance(details.get("cached_tokens"), int):
-                    rec.cached_input_tokens = details["cached_tokens"]
-            if (obj.get("error") or event == b"error") and not failed:
-                etype, msg, status = parse_error_payload(obj)
-                rec.outcome = classify_event(etype, msg, status)
-                rec.error_text = format_error(None, etype, msg)
+                            piece = c.get("text")
+                        if piece:
+                            lp = c.get("logprobs")
+                            k = 0
+                            if lp:
+                                k = len(lp.get("content") or lp.get("tokens") or ())
+                            n += k or 1
+                            if texts is not None and isinstance(piece, str):
+                                texts.append(piece)
+                                if on_text is not None:
+                                    on_text(piece)
+                        fr = c.get("finish_reason")
+                        if fr:
+                            rec.finish_reason = fr
+                            if fr == "tool_calls":
+                                tool_end = t
+                    if n:
+                        token_ns.append(t)
+                        per_event.append(n)
+                        if kind:
+                            if kind == 1:
+                                rec.reasoning_events += 1
+                                reasoning_tokens += n
+                                if first_reasoning is None:
+                                    first_reasoning = t
+                            else:
+                                tool_tokens += n
+                        elif first_answer is None:
+                            first_answer = t
+                usage = obj.get("usage")
+                if usage:
+                    if usage.get("completion_tokens") is not None:
+                        rec.output_tokens_server = usage["completion_tokens"]
+                    if usage.get("prompt_tokens") is not None:
+                        rec.input_tokens_server = usage["prompt_tokens"]
+                    details = usage.get("prompt_tokens_details")
+                    if details and isinstance(details.get("cached_tokens"), int):
+                        rec.cached_input_tokens = details["cached_tokens"]
+                if (obj.get("error") or event == b"error") and not failed:
+                    etype, msg, status = parse_error_payload(obj)
+                    rec.outcome = classify_event(etype, msg, status)
+                    rec.error_text = format_error(None, etype, msg)
+                    rec.end_ns = t
+                    failed = True
+            if rec.finish_reason is not None and not failed:
+                rec.done_missing = True
                 rec.end_ns = t
-                failed = True
-        if last_tool is not None and rec.tool_call_end_ns is None:
-            rec.tool_call_end_ns = last_tool
-        if rec.finish_reason is not None and not failed:
-            rec.done_missing = True
-            rec.end_ns = t
-            return True
-        return False
+                return True
+            return False
+        finally:
+            rec.first_answer_ns, rec.first_reasoning_ns, rec.first_tool_call_ns = first_answer, first_reasoning, first_tool
+            rec.tool_call_end_ns = tool_end if tool_end is not None else last_tool
+            rec.reasoning_tokens, rec.tool_call_tokens = reasoning_tokens, tool_tokens
