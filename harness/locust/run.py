@@ -84,6 +84,8 @@ class RunContext:
         """Begin a test: new run id (and, on local/master, a run dir with an open sink)."""
         self.drain()  # records of the previous test go where that test's went
         self.tests += 1
+        # the web UI's class picker changes the user classes between tests
+        self.scenario = scenario_name(list(self.env.user_classes or []))
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.outbox = []
         self.live = LiveStats()

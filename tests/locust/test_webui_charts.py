@@ -74,6 +74,7 @@ def test_folder_web_ui_runs_the_chosen_class_and_serves_chart_series(sim, tmp_pa
     assert rows and {r["scenario"] for r in rows} == {"chat_stream"}
     assert len({r["user"] for r in rows}) <= 3
     assert not ui.run_meta().get("steps")
+    assert ui.run_meta()["scenario"] == "chat_stream"  # the picked class names the run, not "mixed"
 
 
 def test_folder_steps_are_opt_in(sim, tmp_path):
