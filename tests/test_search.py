@@ -143,11 +143,12 @@ def test_bad_search_options_one_line(tmp_path, extra, msg):
 
 
 def test_search_finds_the_grid_boundary_on_the_simulated_server(tmp_path):
-    """ITL grows 20 ms per running stream (--sim-batch-slowdown 1): ITL p99 <= 70 ms holds up to 3 users.
-    A dense grid over 1..5 users and the search must agree within one user."""
+    """ITL grows 20 ms per running stream (--sim-batch-slowdown 1): ITL p50 <= 70 ms holds up to 3 users.
+    A dense grid over 1..5 users and the search must agree within one user. (The median, not a tail:
+    on a busy shared machine a few late gaps can move a p99 past the bound at any load.)"""
     common = ["--caps", "8", "--duration", "6", "--warmup", "1", "--model", "simulated",
               "--server-args", "--sim-ttft-ms 10 --sim-itl-ms 20 --sim-batch-slowdown 1",
-              "--input-tokens", "fixed:8", "--output-tokens", "fixed:8", "--slo", "itl_p99=70", "--no-point-reports"]
+              "--input-tokens", "fixed:8", "--output-tokens", "fixed:8", "--slo", "itl_p50=70", "--no-point-reports"]
     harness = [sys.executable, "-m", "harness", "sweep"]
     grid = subprocess.run([*harness, *common, "--users", "1,2,3,4,5", "--out", str(tmp_path / "grid")],
                           capture_output=True, text=True, cwd=tmp_path, timeout=400)
@@ -159,17 +160,18 @@ def test_search_finds_the_grid_boundary_on_the_simulated_server(tmp_path):
     assert search.returncode == 0, search.stdout + search.stderr
     data = json.loads((tmp_path / "search" / "search.json").read_text())
     cap = data["caps"][0]
-    assert cap["boundary"] is not None and grid_max is not None
-    assert abs(cap["boundary"] - grid_max) <= 1, (cap, grid_max)
+    both = f"grid:\n{grid.stdout}\nsearch:\n{search.stdout}{search.stderr}"
+    assert cap["boundary"] is not None and grid_max is not None, both
+    assert abs(cap["boundary"] - grid_max) <= 1, both
     lo, hi = cap["interval"]
-    assert lo == cap["boundary"] and hi == lo + 1
+    assert lo == cap["boundary"] and hi == lo + 1, both
     loads = [p["load"] for p in cap["probes"]]
     assert loads[:2] == [1.0, 2.0] and len(loads) == len(set(loads))
     for p in cap["probes"]:  # every probe judged by its interval (or its repeat), with the evidence
-        assert p["verdict"] in (bd.PASS, bd.FAIL) and "itl_p99_ms" in p["terms"]
-        t = p["terms"]["itl_p99_ms"]
+        assert p["verdict"] in (bd.PASS, bd.FAIL) and "itl_p50_ms" in p["terms"], both
+        t = p["terms"]["itl_p50_ms"]
         assert t["low"] <= t["estimate"] <= t["high"] and t["n"] > t["clusters"] > 0
-    assert f"search: cap 8: boundary {cap['boundary']:g} users" in search.stdout
+    assert f"search: cap 8: boundary {cap['boundary']:g} user" in search.stdout
     html = (tmp_path / "search" / "sweep.html").read_text()
     assert "Search: the highest load within the SLO" in html and "the limit lies in" in html
     sweep = json.loads((tmp_path / "search" / "sweep.json").read_text())

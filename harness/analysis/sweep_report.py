@@ -341,9 +341,10 @@ def search_section(data: dict) -> str:
         return ""
     unit = "users" if search["axis"] == "users" else "req/s"
     o = search["options"]
-    step = f"{o['resolution']:g} {unit}" if search["axis"] == "users" else f"{o['resolution']:.0%} of the load"
+    step = load_text(o["resolution"], "users") if search["axis"] == "users" else f"{o['resolution']:.0%} of the load"
     parts = ["<h2>Search: the highest load within the SLO</h2>",
-             f"<p class='sub'>Bracketing from {o['start']:g} {unit} by doubling (at most {o['max_load']:g}), then "
+             f"<p class='sub'>Bracketing from {load_text(o['start'], search['axis'])} by doubling (at most "
+             f"{o['max_load']:g}), then "
              f"bisection to {step}. Each probe is judged by {o['confidence']:.0%} bootstrap intervals of the SLO "
              f"statistics ({o['resamples']} resamples of the steady window's requests): pass when the upper end is "
              f"within the bound, fail when the lower end is above it, otherwise repeated once and judged on both "
@@ -357,7 +358,7 @@ def search_section(data: dict) -> str:
         elif hi is None:
             head = f"{who}: at least {lo:g} {unit} (every load probed met the SLO)"
         else:
-            head = f"{who}: {lo:g} {unit}; the limit lies in [{lo:g}, {hi:g}) {unit}"
+            head = f"{who}: {load_text(lo, search['axis'])}; the limit lies in [{lo:g}, {hi:g}) {unit}"
         parts.append(f"<p class='note'><b>{fmt(head)}</b> · {len(c['probes'])} probes in {c['wall_s']:.0f} s · "
                      f"{fmt(c['limiting'])}</p>")
         if c["cliffs"]:

@@ -57,7 +57,7 @@ from harness.analysis.capacity import (
 )
 from harness.analysis.frame import GAP_METRICS, load_frame
 from harness.analysis.summary import parse_slo, slo_spec, split_key, window_mask
-from harness.analysis.sweep_report import SweepPlan, write_sweep_outputs
+from harness.analysis.sweep_report import SweepPlan, load_text, write_sweep_outputs
 from harness.scenarios import scenario_path
 from harness.server_process import ServerProcess, free_port
 from harness.sweep.plan import SettingsMismatch, make_plan
@@ -118,13 +118,13 @@ class Probe:
     first_verdict: str | None = None  #: the first run's verdict when the probe was repeated
     wall_s: float = 0.0
 
-    def line(self, unit: str) -> str:
+    def line(self, axis: str) -> str:
         """``users 8: pass (ttft_p95_ms 312.0 [290.1, 340.2] <= 500, interval)``."""
         parts = [f"{k} {bd.interval_text(t)} {'<=' if t['verdict'] == bd.PASS else '>' if t['verdict'] == bd.FAIL else '~'} "
                  f"{t['bound_ms']:g}" for k, t in self.terms.items()]
         parts += self.failures
         how = self.decided_by + (f"; repeated: first run {self.first_verdict}" if self.repeated else "")
-        return f"{self.load:g} {unit}: {self.verdict} ({'; '.join(parts) or 'no SLO terms'}; decided by {how})"
+        return f"{load_text(self.load, axis)}: {self.verdict} ({'; '.join(parts) or 'no SLO terms'}; decided by {how})"
 
 
 @dataclass
@@ -365,7 +365,7 @@ def _search_cap(args: argparse.Namespace, plan: SweepPlan, repeats: SweepPlan, c
         pr = Probe(load, verdict, how, terms=terms, failures=fails, run_dirs=[first["run_dir"]])
         if verdict == bd.CLOSE or how == TOO_LITTLE:
             why = "too close to call" if verdict == bd.CLOSE else TOO_LITTLE
-            _say(f"{where}{pr.line(opts.unit())}: {why}, repeating once")
+            _say(f"{where}{pr.line(opts.axis)}: {why}, repeating once")
             runs.append(run_once(repeats, load))
             v2, how2, terms2, fails2 = judge(runs)
             pr = Probe(load, v2, how2, True, terms2, fails2, [r["run_dir"] for r in runs],
@@ -376,7 +376,7 @@ def _search_cap(args: argparse.Namespace, plan: SweepPlan, repeats: SweepPlan, c
                                             {k: t["bound_ms"] for k, t in terms2.items()})
                 pr.decided_by = "estimate (pooled runs still too close to call)"
         pr.wall_s = time.monotonic() - t0
-        _say(f"{where}{pr.line(opts.unit())}")
+        _say(f"{where}{pr.line(opts.axis)}")
         return pr
 
     try:
@@ -400,14 +400,14 @@ def _cap_result(cap: int | None, lo: float | None, hi: float | None, probes: lis
     last = probes[-1]
     inconclusive = last.verdict == bd.INCONCLUSIVE
     if inconclusive:
-        limiting = f"inconclusive at {last.load:g} {unit}: " + "; ".join(last.failures)
+        limiting = f"inconclusive at {load_text(last.load, opts.axis)}: " + "; ".join(last.failures)
     elif lo is None:
-        limiting = f"fails at the lowest load probed ({opts.start:g} {unit}): " + _why(last)
+        limiting = f"fails at the lowest load probed ({load_text(opts.start, opts.axis)}): " + _why(last)
     elif hi is None:
         limiting = f"met the SLO at every load probed (up to --search-max {opts.max_load:g} {unit})"
     else:
         failing = next(p for p in probes if p.load == hi)
-        limiting = f"at {hi:g} {unit}: " + _why(failing)
+        limiting = f"at {load_text(hi, opts.axis)}: " + _why(failing)
     keys = [k for k, _ in slo.values()] or [NO_SLO_CLIFF_KEY]
     est = []
     for p in probes:
@@ -444,7 +444,7 @@ def result_lines(data: dict) -> list[str]:
         elif hi is None:
             b = f"boundary >= {lo:g} {unit} (the search's maximum)"
         else:
-            b = f"boundary {lo:g} {unit} (passes {lo:g}, fails {hi:g}: the limit lies in [{lo:g}, {hi:g}))"
+            b = f"boundary {load_text(lo, data['axis'])} (passes {lo:g}, fails {hi:g}: the limit lies in [{lo:g}, {hi:g}))"
         loads = ", ".join(f"{p['load']:g}" for p in c["probes"])
         out.append(f"{who}: {b}; {len(c['probes'])} probes ({loads}) in {c['wall_s']:.0f} s; {c['limiting']}")
         out += [f"{who}: {x['text']}" for x in c["cliffs"]]
