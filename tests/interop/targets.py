@@ -34,6 +34,7 @@ class Target:
     name: str
     steps: tuple[tuple[str, ...], ...]
     about: str
+    build_note: str = ""  #: shown when the venv is built
 
     @property
     def key(self) -> str:
@@ -47,7 +48,8 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("llamacpp", (("llama-cpp-python[server]==0.3.36",),),
-               "llama.cpp's server through llama-cpp-python (python -m llama_cpp.server)"),
+               "llama.cpp's server through llama-cpp-python (python -m llama_cpp.server)",
+               "llama-cpp-python compiles from source unless pip has its wheel cached: ~10 min on 2 cores"),
         Target("tserve", (("torch==2.13.0",), ("transformers[serving]==5.23.0", "torch==2.13.0")),
                "transformers serve --continuous-batching"),
     )
@@ -92,7 +94,8 @@ def ensure(name: str, out=sys.stdout) -> Path:
         shutil.rmtree(d)
     d.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    print(f"interop: {name}: building venv {d} (llama-cpp-python compiles once, ~10 min)", file=out, flush=True)
+    note = f" ({t.build_note})" if t.build_note else ""
+    print(f"interop: {name}: building venv {d}{note}", file=out, flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
     log = d / "install.log"
     for step in t.steps:

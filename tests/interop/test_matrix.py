@@ -106,6 +106,9 @@ def _check_run(recs: list[RequestRecord], target, route: str) -> None:
     bad = [(r.outcome, r.error_text) for r in recs if r.outcome != "ok"]
     assert not bad, bad
     for r in recs:
+        if not r.token_ns:  # sampling drew EOS first: an ok answer with nothing to time
+            assert r.finish_reason == "stop" and r.output_tokens_events == 0, r
+            continue
         check_ok_record(r, target.name, min_events=1)
         assert r.output_tokens_events <= OUTPUT_TOKENS and r.target == target.url + route
     assert any(len(r.token_ns) >= 2 for r in recs)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import time
 
 import live
+import pytest
 from interop_checks import check_ok_record
 
 from harness.client import Timeouts, make_client
 
 
+@pytest.mark.timeout(900)  # one long CPU prefill; minutes when the machine is shared
 def test_prompt_longer_than_the_context(target):
     if target.name == "llamacpp":
         words, route, max_new = live.LLAMA_N_CTX + 100, "/v1/chat/completions", 8
