@@ -6,6 +6,8 @@ Order of a run, per role (Locust's own event order: its documentation on event h
   :class:`~harness.locust.run.RunContext`, install the web UI tabs (master/local);
 - ``test_start``: master stamps run id and worker shares into the options copied to workers;
   local/master open RUN_DIR, write run.json, start the 1 s flusher and the optional /metrics scraper;
+- ``test_stopping``: stamp ``stopping_ns`` (run.json; the end of the measured window); with
+  ``--stop-timeout 0`` kill every stream at once, before Locust's own stop work (:func:`_on_test_stopping`);
 - ``test_stop``: cancel open-loop streams still in flight; workers send their final batch;
   local finalizes; the master finalizes once every final batch is in;
 - ``quitting``: when it comes before the test's end (Ctrl-C, SIGTERM) the run is *interrupted*: the
@@ -158,6 +160,44 @@ def _on_worker_report(client_id: str, data: dict, **_: Any) -> None:
 
 def _on_final_message(environment: Any, msg: Any, **_: Any) -> None:
     shipping.merge(current(), _state["collector"], msg.node_id, msg.data or {})
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(environment: Any, **_: Any) -> None:
+    """The stop begins (run time reached, web UI stop, quit): stamp it and, for a forced stop, cut the
+    streams in flight at once, before Locust's own stop work.
+
+    ``run.json`` ``stopping_ns`` (CLOCK_MONOTONIC) ends the measured window: every token stamped before
+    it was read before any stop work ran (gevent is cooperative: nothing else runs while this listener
+    does). With ``--stop-timeout 0`` Locust kills the users one small greenlet at a time, and the
+    streams not yet killed keep reading tokens in between, late (13-25 ms at 256 streams on an idle
+    machine, hundreds of ms on a loaded one); those that end ok then enter the run's latency metrics.
+    Here every stream is killed in one callback of the event loop (:func:`cut_streams`): the requests
+    in flight end ``cancelled`` with the tokens they had. That callback runs once Locust's stop yields;
+    sockets already readable in the same loop pass are read first, so a few tokens can still be
+    stamped after ``stopping_ns``: a request that ends ok in that moment is recorded ``cancelled``
+    too (harness.locust.users), so no request counted ok ends after the stop began.
+    With a graceful stop (``--stop-timeout`` > 0) the streams are left to finish.
+    """
+    ctx = current()
+    if not ctx.active or ctx.role == "master":
+        return
+    ctx.meta["stopping_ns"] = time.monotonic_ns()
+    if not environment.stop_timeout:
+        ctx.cut_ns = ctx.meta["stopping_ns"]
+        cut_streams(environment.runner, ctx.schedule)
+
+
+def cut_streams(runner: Any, schedule: Any = None) -> int:
+    """Kill every user greenlet and open-loop stream of this process in one event-loop callback
+    (``gevent.killall(..., block=False)``: no greenlet reads a socket between two kills); the caller's
+    own greenlet is spared. Returns how many were asked to end."""
+    me = gevent.getcurrent()
+    streams = [g for g in (*(runner.user_greenlets if runner is not None else ()),
+                           *(schedule.pool if schedule is not None else ())) if g is not me and not g.dead]
+    if streams:
+        gevent.killall(streams, block=False)
+    return len(streams)
 
 
 @events.test_stop.add_listener

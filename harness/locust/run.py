@@ -75,6 +75,8 @@ class RunContext:
         self.inflight = 0  #: requests stamped and not yet submitted (the exporter's in-flight gauge)
 
         self.schedule: Any = None  #: open loop: this process's shared arrival schedule
+        #: forced stop (--stop-timeout 0): when it began (monotonic ns); a request still in flight then is cancelled
+        self.cut_ns: int | None = None
         self._pending: deque[tuple[RequestRecord, str | None]] = deque()
         self._drainer: Any = None
 
@@ -95,6 +97,7 @@ class RunContext:
         self.meta = {}
         self.finalized = False
         self.schedule = None
+        self.cut_ns = None
 
         if self.role != "worker":
             self.run_dir = self._choose_run_dir()

@@ -124,6 +124,9 @@ class StreamingUser(User):
                 rec.end_ns = rec.end_ns or time.monotonic_ns()
             self._finish(rec)
             raise
+        cut = self.ctx.cut_ns
+        if cut is not None and rec.ok and (rec.end_ns or 0) > cut:  # ended in the forced stop's first moment
+            rec.outcome, rec.error_text = Outcome.CANCELLED.value, "in flight when the run stopped"
         self._finish(rec)
         return rec
 
