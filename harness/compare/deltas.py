@@ -5,7 +5,7 @@ with a percentile-bootstrap interval at ``confidence`` (:func:`harness.gate.boot
 requests resampled with replacement in both runs, a request's gaps travel with it). The verdict follows
 the key's direction (:func:`harness.analysis.summary.higher_is_better`; latencies: lower is better):
 *worse* when the whole interval lies on the bad side of zero, *better* when it lies on the good side,
-else *no change*. Keys: the latency percentiles of :data:`LATENCY_KEYS` and every run metric of
+else *no change*; *point only* when the current run has no records (a summary.json). Keys: the latency percentiles of :data:`LATENCY_KEYS` and every run metric of
 :data:`harness.metrics.METRICS` that declares a direction.
 """
 
@@ -44,7 +44,7 @@ class Delta:
     baseline: float | None
     current: float | None
     ci: tuple[float, float] | None  #: interval of ``current - baseline``; None: point values only
-    verdict: str  #: "better" | "worse" | "no change" | "n/a"
+    verdict: str  #: "better" | "worse" | "no change" | "point only" (no records to resample) | "n/a" (no value)
 
     @property
     def change(self) -> float | None:
@@ -90,8 +90,10 @@ def deltas(base: RunData, cur: RunData, keys: list[str], confidence: float = 0.9
             out.append(Delta(key, label, unit, b, c, None, "n/a"))
             continue
         ci = bootstrap_diff(cur, base, key, cfg, None, rng)
-        interval = (ci[0], ci[1]) if ci is not None else (c - b, c - b)
-        out.append(Delta(key, label, unit, b, c, interval, verdict(interval, higher_is_better(key))))
+        if ci is None:  # a summary.json without records: nothing to resample, no verdict
+            out.append(Delta(key, label, unit, b, c, None, "point only"))
+            continue
+        out.append(Delta(key, label, unit, b, c, (ci[0], ci[1]), verdict((ci[0], ci[1]), higher_is_better(key))))
     return out
 
 

@@ -56,7 +56,7 @@ def test_runs_itl_worse_unchanged_metric_no_change(sweeps, tmp_path):
     assert itl["verdict"] == "worse" and itl["ci"][0] > 0, itl  # the whole interval above zero
     assert by_key["drops"]["verdict"] == "no change"  # no drops in either run
     assert by_key["tpot_p50_ms"]["verdict"] == "worse"
-    assert all(d["verdict"] in ("better", "worse", "no change", "n/a") for d in by_key.values())
+    assert all(d["verdict"] in ("better", "worse", "no change", "point only", "n/a") for d in by_key.values())
     assert "ITL p50" in (out / "compare.md").read_text()
 
 
