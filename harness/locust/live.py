@@ -23,13 +23,18 @@ from harness.metrics import (
     e2e_intended_ms,
     output_tokens,
     schedule_lag_ms,
+    tool_call_ms,
     tpot_ms,
+    ttft_answer_ms,
     ttft_intended_ms,
 )
 from harness.records import Outcome, RequestRecord
 
 #: histogram name -> label shown in the web UI tab
-HISTOGRAMS: dict[str, str] = {"ttft": "TTFT", "itl": "ITL", "tpot": "TPOT", "e2e": "E2E", "lag": "Schedule lag"}
+HISTOGRAMS: dict[str, str] = {"ttft": "TTFT", "itl": "ITL", "tpot": "TPOT", "e2e": "E2E", "lag": "Schedule lag",
+                              "ttft_answer": "TTFT, first answer token", "tool_call": "Tool-call completion"}
+#: histograms shown only once they hold a value (reasoning and tool-call traffic)
+OPTIONAL_HISTOGRAMS = frozenset({"ttft_answer", "tool_call"})
 
 #: per-second bins kept for the web UI's charts (older ones are dropped): 15 minutes
 SERIES_KEEP_S = 900
@@ -185,6 +190,11 @@ class LiveStats:
             for name, value in (("ttft", ttft_intended_ms(r)), ("tpot", tpot_ms(r)), ("e2e", e2e_intended_ms(r))):
                 if value is not None:
                     self.hist[name].record_ms(value)
+            # the channel metrics only where a stream had reasoning or tool calls (else they equal TTFT)
+            for name, value in (("ttft_answer", ttft_answer_ms(r) if r.first_reasoning_ns is not None else None),
+                                ("tool_call", tool_call_ms(r))):
+                if value is not None:
+                    self.hist[name].record_ms(value)
             self._record_gaps(r.token_ns)
 
     def _record_gaps(self, t: list[int]) -> None:
@@ -239,6 +249,8 @@ class LiveStats:
         rows = []
         for k, label in HISTOGRAMS.items():
             s = self.hist[k].summary_ms()
+            if k in OPTIONAL_HISTOGRAMS and not s.get("count"):
+                continue
             row: dict[str, Any] = {"metric": label, "count": s.get("count", 0)}
             for stat in ("mean", "min", *(PERCENTILE_KEYS[p] for p in PERCENTILES), "max"):
                 v = s.get(stat)
