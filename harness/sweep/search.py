@@ -314,8 +314,8 @@ def run_search(args: argparse.Namespace, plan: SweepPlan, opts: SearchOptions) -
             "caps": [r.as_dict() for r in results], "wall_s": time.monotonic() - t_all}
     (plan.out / SEARCH_FILE).write_text(json.dumps(data, indent=2, default=str))
     report_plan = SweepPlan(plan.caps, plan.axis, sorted({p["load"] for p in points}), plan.out)
-    table = [CapCapacity(r.cap, r.boundary, *_rates_at(points, r.cap, r.boundary), r.limiting, r.inconclusive)
-             for r in results]
+    table = [CapCapacity(r.cap, r.boundary, *_rates_at(points, r.cap, r.boundary), r.limiting, r.inconclusive,
+                         _inconclusive_why(r.probes[-1]) if r.inconclusive else None) for r in results]
     sweep = write_sweep_outputs(report_plan, points, args.slo, args.max_error_rate,
                                 getattr(args, "min_requests", DEFAULT_MIN_REQUESTS),
                                 getattr(args, "min_window", DEFAULT_MIN_WINDOW_S), search=data, table=table)
@@ -385,6 +385,15 @@ def _search_cap(args: argparse.Namespace, plan: SweepPlan, repeats: SweepPlan, c
         if server is not None:
             server.stop()
     return _cap_result(cap, lo, hi, probes, slo, opts, time.monotonic() - t_cap)
+
+
+def _inconclusive_why(p: Probe) -> str:
+    """The capacity table's cause (:data:`harness.analysis.capacity.INCONCLUSIVE_WHY`) of an inconclusive probe."""
+    if p.decided_by == "failure rule":
+        return "failures"
+    if p.decided_by == TOO_LITTLE and any(f.startswith("inconclusive: steady window") for f in p.failures):
+        return "short window"
+    return "few requests"
 
 
 def _rates_at(points: list[dict], cap: int | None, load: float | None) -> tuple[float | None, float | None]:
