@@ -99,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default=None, help="open-loop locustfile (default: the packaged open_loop)")
     p.add_argument("--input-tokens", default="fixed:64", help="prompt length distribution (default fixed:64)")
     p.add_argument("--output-tokens", default="fixed:64", help="max_new_tokens distribution (default fixed:64)")
-    p.add_argument("--locust-args", default="", help="extra Locust arguments, one string (e.g. --processes 4)")
+    p.add_argument("--locust-args", default="", help="extra Locust arguments, one string (e.g. '--processes 4 -u 4')")
     p.add_argument("--point-reports", action="store_true", help="also write report.html for each run")
     p.add_argument("--out", default=None, help="output directory (default ./reports/comply/<timestamp>)")
 

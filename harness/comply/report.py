@@ -40,7 +40,7 @@ def write_report(result: dict, path: Path) -> Path:
     rows = []
     for r in runs:
         t, o = r.get("ttft", {}), r.get("tpot", {})
-        rows.append([fmt(r["rate"], 3), f'<b class="{"good" if r["valid"] else "bad"}">{r["verdict"]}</b>',
+        rows.append([f"{r['rate']:g}", f'<b class="{"good" if r["valid"] else "bad"}">{r["verdict"]}</b>',
                      fmt(r.get("queries")), fmt(r.get("duration_s")), _ms(t.get("p")), fmt(t.get("over_limit")),
                      _ms(o.get("p")), fmt(o.get("over_limit")),
                      "yes" if t.get("early_stopping_passed") and o.get("early_stopping_passed") else "no",
