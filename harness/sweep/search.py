@@ -76,6 +76,8 @@ TOO_LITTLE = "too little data"
 
 @dataclass
 class SearchOptions:
+    """The search's settings (``--search*``; the module docstring gives their meaning)."""
+
     axis: str  #: "users" (closed loop) or "rate" (open loop)
     start: float
     max_load: float
@@ -93,6 +95,7 @@ class SearchOptions:
         return hi - lo <= self.resolution * (lo if self.relative else 1.0) * (1 + 1e-9)
 
     def middle(self, lo: float, hi: float) -> float:
+        """The next load to probe in ``(lo, hi)``: users ``(lo + hi) // 2``; rate the middle to 3 significant digits."""
         if not self.relative:
             return float((int(lo) + int(hi)) // 2)
         mid = (lo + hi) / 2.0
@@ -119,7 +122,7 @@ class Probe:
     wall_s: float = 0.0
 
     def line(self, axis: str) -> str:
-        """``users 8: pass (ttft_p95_ms 312.0 [290.1, 340.2] <= 500, interval)``."""
+        """``8 users: pass (ttft_p95_ms 312.0 [290.1, 340.2] <= 500; decided by interval)``."""
         parts = [f"{k} {bd.interval_text(t)} {'<=' if t['verdict'] == bd.PASS else '>' if t['verdict'] == bd.FAIL else '~'} "
                  f"{t['bound_ms']:g}" for k, t in self.terms.items()]
         parts += self.failures
