@@ -32,6 +32,12 @@ import targets
 from harness.server.models import smollm2
 
 LLAMA_N_CTX = 2048  #: llama.cpp context size, tokens (prompt + output must fit)
+#: transformers serve's paged KV cache, in blocks of 256 tokens (16384 tokens, about 0.75 GB in float32 for
+#: SmolLM2-135M). Unset, continuous batching on CPU sizes it from 80-90 % of the machine's free RAM: the
+#: server grew past 13 GB and was OOM-killed on a shared 24 GB machine, and every prefill paid for
+#: attention masks over the whole cache.
+TSERVE_CB_BLOCKS = 64
+TSERVE_CB_BATCH_TOKENS = 2048  #: tokens per continuous-batching step (a long prompt is prefilled in steps)
 
 
 def free_port() -> int:
@@ -123,8 +129,9 @@ def start_tserve(tmp_dir: Path, ready_timeout: float = 180.0) -> LiveTarget:
     port = free_port()
     model_dir = str(smollm2.ensure_converted())
     tf_bin = targets.python("tserve").with_name("transformers")
-    cmd = [str(tf_bin), "serve", "--continuous-batching", "--device", "cpu", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", model_dir]
+    cmd = [str(tf_bin), "serve", "--continuous-batching", "--device", "cpu", "--cb-num-blocks", str(TSERVE_CB_BLOCKS),
+           "--cb-max-batch-tokens", str(TSERVE_CB_BATCH_TOKENS), "--host", "127.0.0.1", "--port", str(port),
+           "--log-level", "warning", model_dir]
     t = _start("tserve", cmd, tmp_dir, "/health", model_dir, ("transformers", "torch", "fastapi", "uvicorn"),
                ready_timeout, port)
     return t
