@@ -53,6 +53,25 @@ def test_cut_streams_kills_every_stream_before_any_runs_again() -> None:
     assert r["after_first_kill"] == ["killed"] * 32, r  # no stream ran between two kills
 
 
+WARM_PROBE = """
+import inspect, json, linecache, sys
+import locust.main, locust.runners
+from harness.locust.lifecycle import warm_stop_path
+
+warm_stop_path()
+print(json.dumps({"lines": [m.__file__ in linecache.cache for m in (locust.runners, locust.main)],
+                  "unmapped": [n for n, m in sys.modules.copy().items()
+                               if getattr(m, "__file__", None) and n not in inspect._filesbymodname]}))
+"""
+
+
+def test_stop_path_caches_are_warm_after_test_start() -> None:
+    """What Locust's Runner.stop reads through inspect.stack() (module map, source lines) is cached."""
+    out = subprocess.run([sys.executable, "-c", WARM_PROBE], capture_output=True, text=True, timeout=60, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r == {"lines": [True, True], "unmapped": []}, r
+
+
 def test_forced_stop_at_time_limit_stamps_no_token_after_the_stop(sim, tmp_path: Path) -> None:
     server = sim(64, "--sim-output-tokens", "0")  # a stream lasts 40 ms + 100 x 15 ms: some end, some are cut
     run = start_locust(tmp_path, "stop", ["--host", server.url, "--headless", "-u", "6", "-r", "6", "-t", "3s",
