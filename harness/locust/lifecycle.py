@@ -35,9 +35,10 @@ from harness.locust.run import RunContext, bind, current
 from harness.records import write_run_meta
 
 logger = logging.getLogger("harness.locust")
+_EV_TIMER = 0x100  #: libev's event bit of a timer (the kind of watcher cut_streams feeds)
 
 _state: dict[str, Any] = {"collector": shipping.Collector(), "flusher": None, "scraper": None, "exit_code": None,
-                          "interrupted": False, "test_stopped": False}
+                          "interrupted": False, "test_stopped": False, "cut_watcher": None}
 
 
 def _role(runner: Any) -> str:
@@ -192,11 +193,10 @@ def _on_test_stopping(environment: Any, **_: Any) -> None:
     does). With ``--stop-timeout 0`` Locust kills the users one small greenlet at a time, and the
     streams not yet killed keep reading tokens in between, late (13-25 ms at 256 streams on an idle
     machine, hundreds of ms on a loaded one); those that end ok then enter the run's latency metrics.
-    Here every stream is killed in one callback of the event loop (:func:`cut_streams`): the requests
-    in flight end ``cancelled`` with the tokens they had. That callback runs once Locust's stop yields;
-    sockets already readable in the same loop pass are read first, so a few tokens can still be
-    stamped after ``stopping_ns``: a request that ends ok in that moment is recorded ``cancelled``
-    too (harness.locust.users), so no request counted ok ends after the stop began.
+    Here every stream is killed in one callback that the event loop runs before its other pending
+    events (:func:`cut_streams`), as soon as Locust's stop yields: the requests in flight end
+    ``cancelled`` with the tokens they had. Should one end ok after ``stopping_ns`` all the same, it is
+    recorded ``cancelled`` too (harness.locust.users): no request counted ok ends after the stop began.
     With a graceful stop (``--stop-timeout`` > 0) the streams are left to finish.
     """
     ctx = current()
@@ -209,14 +209,41 @@ def _on_test_stopping(environment: Any, **_: Any) -> None:
 
 
 def cut_streams(runner: Any, schedule: Any = None) -> int:
-    """Kill every user greenlet and open-loop stream of this process in one event-loop callback
-    (``gevent.killall(..., block=False)``: no greenlet reads a socket between two kills); the caller's
-    own greenlet is spared. Returns how many were asked to end."""
+    """Kill every user greenlet and open-loop stream of this process in one event-loop callback that runs
+    before the loop's other pending events; the caller's own greenlet is spared. Returns how many were
+    asked to end.
+
+    ``gevent.killall(..., block=False)`` would queue the kills behind the socket events already pending
+    in the loop's pass: when the stop timer fires in the same pass as readable sockets (a busy or
+    descheduled process), those streams would read and stamp their tokens first. The kills are fed to
+    a watcher of libev's highest priority instead, which libev invokes before the pass's other events
+    (other loops: ``killall``).
+    """
     me = gevent.getcurrent()
     streams = [g for g in (*(runner.user_greenlets if runner is not None else ()),
                            *(schedule.pool if schedule is not None else ())) if g is not me and not g.dead]
-    if streams:
+    if not streams:
+        return 0
+    hub = gevent.get_hub()
+    watcher = hub.loop.timer(0)
+    if not hasattr(watcher, "feed"):
         gevent.killall(streams, block=False)
+        return len(streams)
+
+    def kill_all() -> None:
+        _state["cut_watcher"] = None  # (closing a watcher inside its own callback can hang the loop)
+        for g in streams:
+            try:
+                if g:  # started and alive: it unwinds now, inside this callback
+                    g.throw(gevent.GreenletExit)
+                elif not g.dead:
+                    g.kill(block=False)
+            except BaseException:  # noqa: BLE001 - one stream's error must not spare the others
+                hub.handle_error(g, *sys.exc_info())
+
+    watcher.priority = 2  # EV_MAXPRI
+    _state["cut_watcher"] = watcher  # referenced until it has run
+    watcher.feed(_EV_TIMER, kill_all)
     return len(streams)
 
 
