@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -70,8 +71,11 @@ def start_locust(tmp: Path, name: str, args: list[str], locustfile: Path | str =
     run_dir, out_prefix, log_path = base / "run", base / "stats", base / "locust.log"
     cmd = [LOCUST, "-f", str(locustfile), "--run-dir", str(run_dir), "--json-file", str(out_prefix), *args]
     with open(log_path, "wb") as log:
+        # SIGINT must raise KeyboardInterrupt in Locust even when the tests run in a background job
+        # (which starts with SIGINT ignored, and a child keeps an ignored signal ignored)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=base,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return LocustRun(proc, run_dir, out_prefix, log_path)
 
 
