@@ -192,6 +192,8 @@ class StreamClient:
         rec.target = self.target
         if not rec.request_id:
             rec.request_id = new_request_id()
+        if intended_ns is not None:  # kept also when the request is cancelled before its first send
+            rec.intended_ns = intended_ns
         if prompt.input_tokens is not None:
             rec.input_tokens_client = prompt.input_tokens
         if prompt.turn is not None:

@@ -122,6 +122,8 @@ class StreamingUser(User):
             if rec.outcome == Outcome.OK:
                 rec.outcome, rec.error_text = Outcome.CANCELLED.value, "cancelled by the harness"
                 rec.end_ns = rec.end_ns or time.monotonic_ns()
+            if rec.intended_ns is None:
+                rec.intended_ns = intended_ns
             self._finish(rec)
             raise
         cut = self.ctx.cut_ns

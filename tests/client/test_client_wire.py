@@ -310,5 +310,6 @@ def test_interrupt_marks_record_cancelled_and_propagates(server):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        c.stream("p", record=rec, on_text=stop)
+        c.stream("p", record=rec, on_text=stop, intended_ns=123)
     assert rec.outcome == Outcome.CANCELLED and rec.end_ns is not None and not c.conn.connected
+    assert rec.intended_ns == 123  # an open-loop arrival cancelled mid-stream keeps its scheduled time
