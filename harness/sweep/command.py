@@ -23,7 +23,6 @@ from harness.analysis.capacity import (
 )
 from harness.analysis.summary import slo_spec
 from harness.analysis.sweep_report import SweepPlan, failure_lines, inconclusive_lines, write_sweep_outputs
-from harness.server_process import ServerProcess, free_port
 from harness.sweep import search
 from harness.sweep.plan import (
     SettingsMismatch,
@@ -33,7 +32,7 @@ from harness.sweep.plan import (
     make_plan,
     write_settings,
 )
-from harness.sweep.points import POINT_FILE, completed_point, run_point, server_command
+from harness.sweep.points import POINT_FILE, CapTarget, completed_point, run_point
 from harness.usage import CliError
 
 
@@ -121,21 +120,8 @@ def run_sweep(args: argparse.Namespace, plan: SweepPlan, console=None) -> dict:
 
         task = progress.add_task("sweep", total=plan.total)
         for cap in plan.caps:
-            server: ServerProcess | None = None
-
-            def target(cap: int | None = cap) -> tuple[str, bool]:
-                nonlocal server
-                if args.host:
-                    return args.host, args.scrape_metrics
-                if server is None or args.restart_each_point:
-                    if server is not None:
-                        server.stop()
-                    port = free_port()
-                    server = ServerProcess(server_command(args, cap, port), port,
-                                           plan.out / f"cap-{cap}" / "server.log")
-                    progress.update(task, description=f"cap {cap}: starting server")
-                    server.start(args.server_timeout)
-                return server.url, True
+            target = CapTarget(args, plan.out, cap,
+                               lambda cap=cap: progress.update(task, description=f"cap {cap}: starting server"))
 
             try:
                 for load in plan.loads:
@@ -164,8 +150,7 @@ def run_sweep(args: argparse.Namespace, plan: SweepPlan, console=None) -> dict:
                     points.append(point)
                     progress.update(task, advance=1)
             finally:
-                if server is not None:
-                    server.stop()
+                target.stop()
     return write_sweep_outputs(plan, points, args.slo, args.max_error_rate,
                                getattr(args, "min_requests", DEFAULT_MIN_REQUESTS),
                                getattr(args, "min_window", DEFAULT_MIN_WINDOW_S))

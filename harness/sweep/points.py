@@ -7,6 +7,7 @@ import json
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.analysis.boundary import bootstrap_ci
@@ -14,7 +15,7 @@ from harness.analysis.frame import load_frame, records_path
 from harness.analysis.report import build_report
 from harness.analysis.summary import analyse, parse_slo, slo_spec, split_key, write_summary
 from harness.analysis.sweep_report import SweepPlan
-from harness.server_process import serve_command
+from harness.server_process import ServerProcess, free_port, serve_command
 
 POINT_FILE = "point.json"
 
@@ -28,6 +29,37 @@ def server_command(args: argparse.Namespace, cap: int, port: int) -> list[str]:
             raise ValueError(f"--server-cmd: bad template ({exc}); use {{port}} and {{cap}}") from None
     return serve_command(["--model", args.model, "--max-concurrent-requests", str(cap),
                           "--graceful-termination-timeout", "5", *shlex.split(args.server_args or "")], port)
+
+
+class CapTarget:
+    """Where one cap's points send their load: ``--host`` as given, or the bundled server (or
+    ``--server-cmd``) for this cap, started before the first point that runs (again before each point
+    with ``--restart-each-point``) and stopped by :meth:`stop`. Calling it gives ``(url, scrape)``."""
+
+    def __init__(self, args: argparse.Namespace, out: Path, cap: int | None,
+                 on_start: Callable[[], None] | None = None) -> None:
+        self.args, self.out, self.cap, self.on_start = args, out, cap, on_start
+        self.server: ServerProcess | None = None
+
+    def __call__(self) -> tuple[str, bool]:
+        args = self.args
+        if args.host:
+            return args.host, args.scrape_metrics
+        if self.server is None or args.restart_each_point:
+            self.stop()
+            port = free_port()
+            self.server = ServerProcess(server_command(args, self.cap, port), port,
+                                        self.out / f"cap-{self.cap}" / "server.log")
+            if self.on_start is not None:
+                self.on_start()
+            self.server.start(args.server_timeout)
+        return self.server.url, True
+
+    def stop(self) -> None:
+        """Stop the server of this cap, if one runs."""
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 def locust_command(args: argparse.Namespace, plan: SweepPlan, host: str, load: float, run_dir: Path,

@@ -59,9 +59,8 @@ from harness.analysis.frame import GAP_METRICS, load_frame
 from harness.analysis.summary import parse_slo, slo_spec, split_key, window_mask
 from harness.analysis.sweep_report import SweepPlan, load_text, write_sweep_outputs
 from harness.scenarios import scenario_path
-from harness.server_process import ServerProcess, free_port
 from harness.sweep.plan import SettingsMismatch, make_plan
-from harness.sweep.points import completed_point, run_point, server_command
+from harness.sweep.points import CapTarget, completed_point, run_point
 from harness.usage import CliError
 
 SEARCH_FILE = "search.json"
@@ -330,22 +329,9 @@ def _search_cap(args: argparse.Namespace, plan: SweepPlan, repeats: SweepPlan, c
                 slo: dict[str, tuple[str, float]], opts: SearchOptions, points: list[dict]) -> CapSearch:
     """One cap's search (its server started before the first probe that runs, stopped at the end);
     appends the first run of every probe to ``points``."""
-    server: ServerProcess | None = None
     t_cap = time.monotonic()
     where = "" if cap is None else f"cap {cap}, "
-
-    def host() -> tuple[str, bool]:
-        nonlocal server
-        if args.host:
-            return args.host, args.scrape_metrics
-        if server is None or args.restart_each_point:
-            if server is not None:
-                server.stop()
-            port = free_port()
-            server = ServerProcess(server_command(args, cap, port), port, plan.out / f"cap-{cap}" / "server.log")
-            _say(f"{where}starting server")
-            server.start(args.server_timeout)
-        return server.url, True
+    host = CapTarget(args, plan.out, cap, lambda: _say(f"{where}starting server"))
 
     def run_once(p: SweepPlan, load: float) -> dict:
         done = completed_point(p, cap, load)
@@ -385,8 +371,7 @@ def _search_cap(args: argparse.Namespace, plan: SweepPlan, repeats: SweepPlan, c
     try:
         lo, hi, probes = search_cap(probe, opts)
     finally:
-        if server is not None:
-            server.stop()
+        host.stop()
     return _cap_result(cap, lo, hi, probes, slo, opts, time.monotonic() - t_cap)
 
 
