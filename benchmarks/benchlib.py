@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import sys
@@ -31,6 +32,17 @@ def scheduling_floor(n: int = 1000) -> dict:
     v.sort()
     return {"sleep_1ms_overshoot_p50_ms": round(v[n // 2], 3), "sleep_1ms_overshoot_p99_ms": round(v[int(0.99 * n)], 3),
             "sleep_1ms_overshoot_max_ms": round(v[-1], 3)}
+
+
+def counts(text: str) -> list[int]:
+    """``"1,8,32"`` -> ``[1, 8, 32]`` (positive, sorted, unique); argparse type."""
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def stamp() -> dict:

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import httpx
-from benchlib import check, stamp, write
+from benchlib import check, counts, stamp, write
 
 from harness.server_process import ServerProcess
 
@@ -170,17 +170,6 @@ def start_server(model: str, dtype: str, port: int, log: Path, device: str = "au
         raise SystemExit(str(exc)) from None
     assert s.proc is not None
     return s.proc
-
-
-def counts(text: str) -> list[int]:
-    """``"1,8,32"`` -> ``[1, 8, 32]`` (positive, sorted, unique); argparse type."""
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def main() -> int:

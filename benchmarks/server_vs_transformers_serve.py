@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
-from benchlib import ROOT, stamp, write
+from benchlib import ROOT, counts, stamp, write
 
 from harness.server.models import smollm2
 from harness.server_process import ServerProcess, free_port
@@ -48,17 +48,6 @@ DTYPES = ("float32", "bfloat16")
 #: transformers serve sizes its paged KV cache from free memory (13.7 GB RSS in bf16 here); pages hold
 #: 256 tokens, so 128 blocks (one prompt + 64 tokens fits one page) bound it without limiting 32 streams
 TSERVE_BLOCKS = 128
-
-
-def counts(text: str) -> list[int]:
-    """``"1,16,32"`` -> ``[1, 16, 32]`` (positive, sorted, unique); argparse type."""
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def dtypes(text: str) -> list[str]:
