@@ -85,7 +85,10 @@ def run(a: argparse.Namespace) -> int:
         args = sp.parse_args(["--caps", a.caps, "--users", a.users, "--duration", str(a.duration),
                               "--warmup", str(a.warmup), "--model", a.model, "--slo", a.slo,
                               "--input-tokens", a.input_tokens, "--output-tokens", a.output_tokens,
-                              "--out", str(out), "--locust-args", f"--retry-overloaded {a.retry_overloaded}"])
+                              "--out", str(out), "--locust-args", f"--retry-overloaded {a.retry_overloaded}",
+                              # a 20 s point at 1 user on a CPU holds about 20 requests: judge from 10, and
+                              # rerun a point once when it still has too few
+                              "--min-requests", "10", "--extend-inconclusive"])
         plan = make_plan(args)
         print(f"capacity sweep: caps {a.caps} x users {a.users}, {a.warmup:g}+{a.duration:g} s per point", flush=True)
         data = run_sweep(args, plan)
@@ -96,7 +99,7 @@ def run(a: argparse.Namespace) -> int:
         print(f"\ninterrupted; rerun the same command with --out {out} to resume", file=sys.stderr)
         return 130
     rec = data["recommended"]
-    print(f"\nrecommended cap: {rec['cap']}\n  {rec['reason']}")
+    print(f"\nrecommended cap: {rec['cap'] if rec['cap'] is not None else 'none'}\n  {rec['reason']}")
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s")
     print(f"HTML report: {out / 'sweep.html'}")
     return 0
