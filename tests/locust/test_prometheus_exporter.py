@@ -166,7 +166,9 @@ def _ui(*extra: str) -> list[str]:
     short because a worker in this mode sleeps that long after a stop before it reports ready again
     (a master quitting meanwhile never tells it to quit); 1 s is far above one request (160 ms)."""
     return ["--autostart", "--autoquit", "3", "--web-host", "127.0.0.1", "--web-port", str(free_port()),
-            "-r", "16", "-t", "4s", "--stop-timeout", "1", "--output-tokens", "fixed:8", *extra]
+            # 8 s: the dashboard's rate() panels need two scrapes (1 s apart) taken while requests are
+            # counted; on a loaded machine Prometheus's first scrape of a new target can come seconds late
+            "-r", "16", "-t", "8s", "--stop-timeout", "1", "--output-tokens", "fixed:8", *extra]
 
 
 @pytest.mark.timeout(120)
