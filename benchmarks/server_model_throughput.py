@@ -14,8 +14,9 @@ Phases (nothing else runs in this process meanwhile):
 
 Figures: server/raw decode tokens/s at 32 (target >= 0.8; ``ratios_server_raw`` holds it for every
 count in both lists, the check uses 32 or else the largest such count) and unloaded TTFT (1 stream)
-over raw prefill (target <= 1.2); and for the peer comparison of DESIGN.md, tokens/s of one stream,
-aggregate tokens/s and median TTFT of 16 streams x 64 tokens. Prints them and writes JSON.
+over raw prefill (target <= 1.2); tokens/s of one stream, aggregate tokens/s and median TTFT of
+16 streams x 64 tokens. Prints them and writes JSON. The comparison with ``transformers serve`` in the
+same dtype and the same run is benchmarks/server_vs_transformers_serve.py.
 
 Raw and server measurements alternate (``--repeats`` rounds) so that load from other processes on a
 shared machine hits both alike; since interference only slows things down, each figure is the best
@@ -50,7 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPT = ("Write a detailed essay about the history of computing, from the abacus and mechanical "
           "calculators to transistors, integrated circuits, personal computers, the internet and "
           "machine learning. Cover the people, the machines and why each step mattered.")
-PEER = {"one_stream_tok_s": 18.4, "aggregate_16_tok_s": 101.6, "median_ttft_16_s": 1.66}
 
 
 def chat_ids(tokenizer, text: str) -> list[int]:
@@ -239,7 +239,7 @@ def main() -> int:
         "ratios_server_raw": {str(b): r for b, r in ratios.items()},
         **{f"ratio_server_raw_{b}": r for b, r in ratios.items() if b == 32},
         "ratio_ttft_raw_prefill": ttft / prefill,
-        "peer_transformers_serve": PEER, "samples": samples,
+        "samples": samples,
     }
     print(f"model {args.model} ({result['dtype']}, {result['device']}), prompt {len(raw.ids)} tokens, "
           f"{n} new tokens, {result['cpus']}, best of {args.repeats} alternating rounds")
@@ -257,12 +257,6 @@ def main() -> int:
         at = 32 if 32 in ratios else max(ratios)
         result["checks"].append(check(f"server/raw decode tokens/s at {at}", ratios[at], 0.8, ">=", "x"))
     result["checks"].append(check("unloaded TTFT / raw prefill", result["ratio_ttft_raw_prefill"], 1.2, "<=", "x"))
-    if 1 in srv and 16 in srv:
-        s1, s16 = srv[1], srv[16]
-        print(f"peer (transformers serve):   1 stream {PEER['one_stream_tok_s']} tok/s vs ours "
-              f"{s1['per_stream_tok_s']:.1f}; 16 streams {PEER['aggregate_16_tok_s']} tok/s vs ours "
-              f"{s16['e2e_tok_s']:.1f}; median TTFT at 16 {PEER['median_ttft_16_s']} s vs ours "
-              f"{s16['ttft_median_s']:.2f} s")
     print(f"wrote {write('server_model_throughput', result, args.out)}")
     return 0
 
