@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import signal
@@ -225,7 +226,9 @@ def main() -> int:
             proc.kill()
     best = {k: max(v) for k, v in samples.items() if k.startswith("raw_") and k != "raw_prefill_s"}
     raw_tok_s = {b: max(best[f"raw_dynamic_b{b}"], best[f"raw_inplace_b{b}"]) for b in batches}
-    srv = {s: max(samples[f"s{s}"], key=lambda r: r["decode_tok_s"]) for s in streams}
+    # best sample; a round without a decode window (NaN: a stream ended before the last joined) never wins
+    srv = {s: max(samples[f"s{s}"], key=lambda r: -math.inf if math.isnan(r["decode_tok_s"]) else r["decode_tok_s"])
+           for s in streams}
     ratios = {b: srv[b]["decode_tok_s"] / raw_tok_s[b] for b in batches if b in srv}
     prefill = min(samples["raw_prefill_s"])
     ttft = min(samples["ttft_s"])
