@@ -33,12 +33,14 @@ def serve_command(args: Sequence[str], port: int, host: str = "127.0.0.1") -> li
 
 
 class ServerProcess:
-    """A server subprocess; :meth:`start` waits until ``GET /health`` answers 200 (or fails clearly)."""
+    """A server subprocess; :meth:`start` waits until ``GET ready_path`` (default ``/health``) answers 200
+    (or fails clearly)."""
 
     def __init__(self, cmd: Sequence[str], port: int, log_path: str | os.PathLike[str],
                  env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, ready_path: str = "/health") -> None:
         self.cmd, self.port = list(cmd), port
+        self.ready_path = ready_path
         self.log_path = Path(log_path)
         self.url = f"http://127.0.0.1:{port}"
         self.env = env or {}
@@ -61,7 +63,7 @@ class ServerProcess:
         return s
 
     def start(self, timeout_s: float = 120.0) -> ServerProcess:
-        """Start the process and poll /health every 0.1 s; RuntimeError (with the log's tail) when the
+        """Start the process and poll its ready path every 0.1 s; RuntimeError (with the log's tail) when the
         process exits or is not ready within ``timeout_s``."""
         import httpx
 
@@ -77,7 +79,7 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with status {self.proc.returncode}; see {self.log_path}:\n"
                                    f"{self.log()[-4000:]}")
             try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1.0).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -23,6 +23,8 @@ import httpx
 import pytest
 from locust_helpers import SCENARIOS, free_port, start_locust
 
+from harness.server_process import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "examples" / "grafana" / "stream-harness.json"
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
@@ -124,22 +126,15 @@ def start_prometheus(tmp: Path, jobs: dict[str, int]) -> Prometheus:
     cfg.write_text("\n".join(lines) + "\n")
     port = free_port()
     log = tmp / "prometheus.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                                stdout=fh, stderr=subprocess.STDOUT)
-    prom = Prometheus(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-2000:]
-        try:
-            if httpx.get(prom.url + "/-/ready", timeout=1).status_code == 200:
-                return prom
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("prometheus not ready after 30 s:\n" + log.read_text()[-2000:])
+    server = ServerProcess([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+                            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                           port, log, ready_path="/-/ready")
+    try:
+        server.start(30)
+    except RuntimeError as exc:
+        raise AssertionError(f"prometheus did not start: {exc}") from None
+    assert server.proc is not None
+    return Prometheus(server.url, server.proc, log)
 
 
 @pytest.fixture
