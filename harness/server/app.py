@@ -29,6 +29,7 @@ from harness.server.config import ROUTER, VERSION, ServerConfig
 from harness.server.generation import Service
 from harness.server.httputil import Unauthorized, error_response, json_response
 from harness.server.infer_errors import InferError, RequestRejected
+from harness.server.lean import LeanPath
 from harness.server.prometheus import Metrics
 from harness.server.schemas import (
     ChatRequest,
@@ -56,13 +57,23 @@ def info_dict(svc: Service) -> dict:
 
 class HarnessApp(FastAPI):
     """FastAPI that also puts the ASGI server's ``send`` in the scope (:data:`RAW_SEND`), so
-    streaming responses can send body chunks without the middleware ``send`` wrappers."""
+    streaming responses can send body chunks without the middleware ``send`` wrappers, and that
+    first offers generation requests to the lean path (:mod:`harness.server.lean`: overloaded
+    answers, simulated token streams) when ``lean`` is set."""
+
+    lean: LeanPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await super().__call__(scope, receive, self._one_line_startup_failure(send))
             return
         REQUEST_ARRIVAL_NS.set(time.monotonic_ns())  # per request: each runs in its own task
+        lean = self.lean
+        if lean is not None and scope["type"] == "http" and lean.wants(scope):
+            replayed = await lean.handle(scope, receive, send)
+            if replayed is None:
+                return
+            receive = replayed
         scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
 
@@ -78,6 +89,10 @@ class HarnessApp(FastAPI):
 
         return lifespan_send
 
+
+#: pre-routing fast paths on (``HARNESS_LEAN``, default 1; 0 sends every request through FastAPI,
+#: e.g. for A/B measurements)
+LEAN = os.environ.get("HARNESS_LEAN", "1") != "0"
 
 #: seconds between full collections (``HARNESS_GC_INTERVAL_S``; 0: CPython's automatic policy)
 GC_INTERVAL_S = float(os.environ.get("HARNESS_GC_INTERVAL_S", "30"))
@@ -145,6 +160,8 @@ def create_app(backend: Backend, cfg: ServerConfig) -> FastAPI:
                   description="TGI wire protocol (native + OpenAI-compatible routes) over a "
                               "transformers or simulated backend.")
     app.state.service = svc
+    if LEAN:
+        app.lean = LeanPath(svc)
 
     @app.exception_handler(InferError)
     async def _infer_error(request: Request, exc: InferError) -> Response:

@@ -15,6 +15,7 @@ from contextlib import aclosing
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from harness.server.backends.base import StepOutput
 from harness.server.generation import Collected, Service, Timing
 from harness.server.httputil import check_auth, error_response, json_response, read_json, request_id
 from harness.server.infer_errors import InferError
@@ -36,7 +37,7 @@ from harness.server.sse_response import (
     token_json,
 )
 from harness.server.stream_guard import guarded_stream
-from harness.server.validation import default_parameters
+from harness.server.validation import ValidRequest, default_parameters
 
 _ERRORS = {422: {"model": ErrorResponse, "description": "Input validation error"},
            424: {"model": ErrorResponse, "description": "Generation error"},
@@ -68,28 +69,36 @@ def native_events(svc: Service, req: GenerateRequest, timing: Timing,
                          timing=timing)
 
     async def body(valid) -> AsyncGenerator[Chunk, None]:
-        details = valid.details
         index = 0
         async with aclosing(svc.steps(valid, timing)) as steps:
             async for out in steps:
                 index += 1
-                top = f'"top_tokens":[{",".join(map(token_json, out.top_tokens))}],' if out.top_tokens else ""
-                if out.finish_reason is None:
-                    yield (f'data: {{"index":{index},"token":{token_json(out.token)},{top}'
-                           f'"generated_text":null,"details":null}}\n\n').encode(), index
-                    continue
-                text = out.generated_text or ""
-                if valid.return_full_text:
-                    text = valid.inputs + text
-                det = "null"
-                if details:
-                    seed = "null" if out.seed is None else str(out.seed)
-                    det = (f'{{"finish_reason":"{out.finish_reason}","generated_tokens":{out.generated_tokens},'
-                           f'"seed":{seed},"input_length":{len(valid.input_ids)}}}')
-                yield (f'data: {{"index":{index},"token":{token_json(out.token)},{top}'
-                       f'"generated_text":{encode_str(text)},"details":{det}}}\n\n').encode(), index
+                yield native_token_event(valid, index, out), index
 
-    return guarded_stream(svc, admit, body, lambda exc: (data_event(dumps(exc.body())), 0))
+    return guarded_stream(svc, admit, body, native_error_chunk)
+
+
+def native_error_chunk(exc: InferError) -> Chunk:
+    """The error event of a native stream refused or failed after its headers."""
+    return data_event(dumps(exc.body())), 0
+
+
+def native_token_event(valid: ValidRequest, index: int, out: StepOutput) -> bytes:
+    """The ``data:`` event of token ``index`` (from 1) of a native stream (TGI's StreamResponse)."""
+    top = f'"top_tokens":[{",".join(map(token_json, out.top_tokens))}],' if out.top_tokens else ""
+    if out.finish_reason is None:
+        return (f'data: {{"index":{index},"token":{token_json(out.token)},{top}'
+                f'"generated_text":null,"details":null}}\n\n').encode()
+    text = out.generated_text or ""
+    if valid.return_full_text:
+        text = valid.inputs + text
+    det = "null"
+    if valid.details:
+        seed = "null" if out.seed is None else str(out.seed)
+        det = (f'{{"finish_reason":"{out.finish_reason}","generated_tokens":{out.generated_tokens},'
+               f'"seed":{seed},"input_length":{len(valid.input_ids)}}}')
+    return (f'data: {{"index":{index},"token":{token_json(out.token)},{top}'
+            f'"generated_text":{encode_str(text)},"details":{det}}}\n\n').encode()
 
 
 def _details_dict(c: Collected, valid_seed: int | None, top_n: bool) -> dict:

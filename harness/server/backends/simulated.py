@@ -50,7 +50,9 @@ Timing machinery: one :class:`Ticker` per backend instead of one timer per token
 stream whose next token is not yet due puts ``(due, seq, future)`` on the ticker's heap and awaits
 the future; the ticker keeps one event-loop timer armed for the earliest due time and, when it
 fires, resolves every future due within :data:`EARLY_S` in due order (one loop callback for all
-streams due at that tick). Due times are on ``time.monotonic`` (uvloop's own clock and timers
+streams due at that tick). The lean streaming path (:mod:`harness.server.lean`) registers plain
+callbacks instead (:meth:`Ticker.call_at`), which the same firing runs in due order, and drives the
+stream with its synchronous :meth:`SimulatedStream.step`. Due times are on ``time.monotonic`` (uvloop's own clock and timers
 have 1 ms granularity and may fire early; an early firing just re-arms).
 """
 
@@ -67,6 +69,7 @@ import re
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from harness.server.backends.base import (
@@ -105,6 +108,7 @@ DYNAMIC_CAP = 200_000
 _PIECE = re.compile(r"\s*\S+|\s+")
 EOS = TokenInfo(EOS_ID, "</s>", -0.1, True)
 EARLY_S = 0.0002  #: a token may be emitted at most this early (event-loop timer granularity)
+ARM_SLACK_S = 0.0005  #: added to a timer's delay: loop timers then fire up to 1 ms late, never spin
 _monotonic = time.monotonic
 
 
@@ -115,7 +119,8 @@ class Ticker:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._heap: list[tuple[float, int, asyncio.Future]] = []
+        #: (due, seq, future or None, callback or None)
+        self._heap: list[tuple[float, int, asyncio.Future | None, Callable[[], None] | None]] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf  #: monotonic due time the armed timer is for
@@ -123,40 +128,59 @@ class Ticker:
     def wait_until(self, due: float) -> asyncio.Future:
         """A future resolved (result None) once ``time.monotonic() >= due - EARLY_S``."""
         fut = self._loop.create_future()
-        heapq.heappush(self._heap, (due, next(self._seq), fut))
+        heapq.heappush(self._heap, (due, next(self._seq), fut, None))
         if due < self._armed_at:
             self._arm(due)
         return fut
+
+    def call_at(self, due: float, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` from the loop once ``time.monotonic() >= due - EARLY_S`` (also at
+        :meth:`close`). A callback may register again; one due by then runs in the same firing."""
+        heapq.heappush(self._heap, (due, next(self._seq), None, callback))
+        if due < self._armed_at:
+            self._arm(due)
 
     def _arm(self, due: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._armed_at = due
-        loop = self._loop
-        self._timer = loop.call_at(loop.time() + (due - _monotonic()), self._fire)
+        delay = due - _monotonic()
+        # A loop timer has 1 ms granularity and rounds to the nearest ms: a due time less than
+        # 0.5 ms ahead would fire at once, find nothing due and re-arm, spinning the CPU until
+        # the token is due. ARM_SLACK_S rounds every future due time up to a whole ms instead.
+        self._timer = self._loop.call_later(delay + ARM_SLACK_S if delay > 0 else 0, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
-        self._armed_at = math.inf
+        self._armed_at = -math.inf  # callbacks that register again do not arm while this runs
         heap = self._heap
         limit = _monotonic() + EARLY_S
         pop = heapq.heappop
-        while heap and heap[0][0] <= limit:
-            fut = pop(heap)[2]
-            if not fut.done():  # a cancelled waiter (client gone) is skipped
-                fut.set_result(None)
-        if heap:
-            self._arm(heap[0][0])
+        try:
+            while heap and heap[0][0] <= limit:
+                _, _, fut, cb = pop(heap)
+                if cb is not None:
+                    cb()
+                elif not fut.done():  # a cancelled waiter (client gone) is skipped
+                    fut.set_result(None)
+        finally:
+            self._armed_at = math.inf
+            if heap:
+                self._arm(heap[0][0])
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._armed_at = math.inf
-        for _, _, fut in self._heap:
-            if not fut.done():
+        self._armed_at = -math.inf
+        heap, self._heap = self._heap, []
+        for _, _, fut, cb in heap:
+            if cb is not None:
+                cb()
+            elif not fut.done():
                 fut.set_result(None)
         self._heap.clear()
+        self._armed_at = math.inf
 
 
 class EmulatedPrefixCache:
@@ -434,6 +458,11 @@ class SimulatedStream(GenerationStream):
             return EOS, ANSWER, 0, None
         return b._words[self._words_rng.randrange(len(b._words))], ANSWER, 0, None
 
+    @property
+    def next_due(self) -> float:
+        """``time.monotonic()`` seconds at which the next token is due."""
+        return self._next_t
+
     async def __anext__(self) -> StepOutput:
         if self._done:
             if self._error:
@@ -441,6 +470,11 @@ class SimulatedStream(GenerationStream):
             raise StopAsyncIteration
         if self._next_t - _monotonic() > EARLY_S:
             await self._ticker.wait_until(self._next_t)
+        return self.step()
+
+    def step(self) -> StepOutput:
+        """The next output, now (the caller waited until :attr:`next_due`); raises
+        StopAsyncIteration after the final output or a cancel, GenerationError after a failure."""
         if self._done:  # cancelled or failed while sleeping
             if self._error:
                 raise GenerationError(self._error)

@@ -1,0 +1,369 @@
+"""The lean path: generation requests answered before FastAPI routing.
+
+Two parts, both entered from the application object (``harness.server.app``) before the framework
+sees the request, both falling back to the framework routes (the request body replayed) whenever
+they cannot give exactly the answer those would:
+
+**Overloaded answers first.** A ``POST`` to a generation route (``/generate``, ``/generate_stream``,
+``/``, ``/v1/chat/completions``, ``/v1/completions``) while every admission permit is held (or the
+server is closing) is answered from pre-built bytes: ``/generate`` and ``/`` without ``stream``:
+429 ``{"error":"Model is overloaded","error_type":"overloaded"}``; ``/generate_stream`` and ``/``
+with ``stream``: 200 and that object as one SSE event. The body is only checked to be a JSON object
+whose ``inputs`` is a string and whose parameters ask nothing that TGI refuses before the permit
+(``best_of`` != 1, streamed ``decoder_input_details``); anything else, the OpenAI routes (their
+stream headers need the chat template's prompt), ``--api-key`` mismatches and bodies over
+``--payload-limit`` go the framework way. So a request that is valid JSON but not a valid
+``GenerateRequest`` (e.g. ``"max_new_tokens": "x"``) is answered "overloaded" while the server is
+full, where the framework path answers 422: TGI's own order differs there (its JSON extractor runs
+first); the admission check first is what keeps a storm of refusals cheap.
+
+**Token streams of the simulated backend.** ``/generate_stream`` and ``/`` with ``stream`` are
+parsed, admitted and validated with the same functions as the framework routes; then the response
+headers go out through the ASGI server's ``send`` and the stream is handed to the backend's
+:class:`~harness.server.backends.simulated.Ticker` as a callback. When a token is due, the ticker's
+one loop callback calls :meth:`LeanStream.on_due` for every stream due: it computes the token
+(:meth:`SimulatedStream.step`), formats the event (:func:`~harness.server.native_routes.native_token_event`),
+writes it in HTTP/1.1 chunked framing straight to the connection's transport (one ``write``), stamps
+the trace right after that write, and registers the stream's next due time. No task wakes per
+token, no async generator chain, no ASGI ``send`` per token. Keep-alive comments are due times on
+the same ticker. The request's own task waits in ``receive()`` for the client going away (then the
+stream is cancelled and its permit released at once) or for the ticker's signal that the stream
+ended (then it sends the chunked terminator through the ASGI server, which finishes the response).
+Backpressure: when the transport's buffer is over its high-water mark the ticker hands the stream
+to its task, which waits for the buffer to drain (as the ASGI server's ``send`` does) before the next
+token is written.
+
+Needs the ASGI server's ``send`` to be a method of uvicorn's request-response cycle (``transport``,
+``flow``, ``message_event``, ``disconnected``: both of uvicorn's HTTP/1.1 protocols); with another
+server every request goes the framework way. Wire bytes are those of the framework path: same
+header list, same events (one formatting function), same chunk framing as uvicorn's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from harness.server import httputil
+from harness.server.admission import Permit
+from harness.server.backends.base import REQUEST_ARRIVAL_NS, GenerationError
+from harness.server.backends.simulated import EARLY_S, SimulatedBackend, SimulatedStream
+from harness.server.generation import Service, Timing
+from harness.server.infer_errors import GenerationFailed, IncompleteGenerationStream, InferError, Overloaded
+from harness.server.native_routes import native_error_chunk, native_token_event, stream_headers
+from harness.server.request_log import log_request, trace_id_from_scope
+from harness.server.schemas import CompatGenerateRequest, GenerateRequest
+from harness.server.sse_response import KEEPALIVE, data_event, dumps
+from harness.server.trace import TokenTrace
+from harness.server.validation import default_parameters, parse_body
+
+_monotonic = time.monotonic
+_now_ns = time.monotonic_ns
+#: routes whose overloaded answer is pre-built: path -> (stream answer?, or None: "stream" key decides)
+_OVERLOAD_ROUTES: dict[str, bool | None] = {"/generate": False, "/generate_stream": True, "/": None}
+_GENERATION_ROUTES = frozenset(("/generate", "/generate_stream", "/", "/v1/chat/completions", "/v1/completions"))
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_KEEPALIVE_CHUNK = b"%x\r\n%b\r\n" % (len(KEEPALIVE), KEEPALIVE)
+_BODY_END = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def _overloaded_body() -> bytes:
+    return dumps(Overloaded().body()).encode()
+
+
+_OVERLOADED_JSON = _overloaded_body()
+_OVERLOADED_EVENT = data_event(_OVERLOADED_JSON.decode())
+_OVERLOADED_429_HEADERS = [(b"content-length", str(len(_OVERLOADED_JSON)).encode()),
+                           (b"content-type", b"application/json")]
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v
+    return None
+
+
+def _request_id(scope: Scope) -> str:
+    """As :func:`harness.server.httputil.request_id` (same counter), from the raw headers."""
+    rid = _header(scope, b"x-request-id")
+    return rid.decode("latin-1")[:200] if rid else f"{httputil._PREFIX}{next(httputil._ids):x}"
+
+
+def _replay(body: bytes, more_body: bool, receive: Receive) -> Receive:
+    """``receive`` that first gives back the body already read."""
+    pending = [{"type": "http.request", "body": body, "more_body": more_body}]
+
+    async def replayed() -> dict:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replayed
+
+
+def _cycle_of(send: Send) -> Any:
+    """uvicorn's request-response cycle behind ``send``, or None (another ASGI server)."""
+    cycle = getattr(send, "__self__", None)
+    if cycle is None or not all(hasattr(cycle, a) for a in ("transport", "flow", "message_event", "disconnected")):
+        return None
+    return cycle
+
+
+class LeanPath:
+    """The pre-routing fast paths of one server (module docstring)."""
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.streams = isinstance(svc.backend, SimulatedBackend)
+
+    def wants(self, scope: Scope) -> bool:
+        """Whether :meth:`handle` may answer this request (cheap: method and path)."""
+        return scope["method"] == "POST" and scope["path"] in _GENERATION_ROUTES
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Answer the request, or return the ``receive`` the framework must use (body replayed)."""
+        svc, cfg = self.svc, self.svc.cfg
+        path = scope["path"]
+        if cfg.api_key is not None:
+            return receive  # 401 and its order are the framework's
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > cfg.payload_limit:
+            return receive
+        adm = svc.admission
+        full = adm.closed or adm.in_use >= adm.capacity
+        if not full and (not self.streams or path not in ("/generate_stream", "/")):
+            return receive  # admitted non-stream or OpenAI requests: the framework routes
+        if path not in _OVERLOAD_ROUTES:
+            return receive
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return _replay(b"".join(parts), True, receive)  # gone mid-body: the framework's way
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > cfg.payload_limit:
+                return _replay(b"".join(parts), message.get("more_body", False), receive)
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(parts)
+        if full:
+            if await self._overloaded(scope, send, path, raw):
+                return None
+            return _replay(raw, False, receive)
+        cycle = _cycle_of(send)
+        if cycle is None:
+            return _replay(raw, False, receive)
+        model = GenerateRequest if path == "/generate_stream" else CompatGenerateRequest
+        try:
+            req = parse_body(raw, model)
+        except InferError:
+            return _replay(raw, False, receive)
+        if path == "/" and not req.stream:
+            return _replay(raw, False, receive)
+        await self._stream(scope, receive, send, cycle, req, path == "/")
+        return None
+
+    async def _overloaded(self, scope: Scope, send: Send, path: str, raw: bytes) -> bool:
+        """The pre-built overloaded answer; False when the body needs the framework's checks."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return False
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
+            return False
+        stream = _OVERLOAD_ROUTES[path]
+        if stream is None:
+            stream = body.get("stream") is True
+            if body.get("stream") not in (None, True, False):
+                return False
+        params = body.get("parameters")
+        if params is not None:
+            if not isinstance(params, dict) or params.get("best_of") not in (None, 1):
+                return False
+            if stream and params.get("decoder_input_details") not in (None, False):
+                return False
+        svc = self.svc
+        rid_s = _request_id(scope)
+        svc.metrics.count_request()
+        svc.metrics.failure("overloaded")
+        if not stream:
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": [(b"x-request-id", rid_s.encode("latin-1")), *_OVERLOADED_429_HEADERS]})
+            await send({"type": "http.response.body", "body": _OVERLOADED_JSON, "more_body": False})
+            return True
+        headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in
+                                  stream_headers(svc, body["inputs"], rid_s).items()]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": _OVERLOADED_EVENT, "more_body": False})
+        now = _now_ns()
+        log_request(rid_s, trace_id_from_scope(scope), REQUEST_ARRIVAL_NS.get() or now, 0, now, 0, "done")
+        return True
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, cycle: Any,
+                      req: GenerateRequest, compat: bool) -> None:
+        svc = self.svc
+        svc.metrics.count_request()
+        timing = Timing(_now_ns())
+        rid = _request_id(scope)
+        headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in stream_headers(svc, req.inputs, rid).items()]
+        trace_id = trace_id_from_scope(scope)
+        arrival = REQUEST_ARRIVAL_NS.get() or timing.start_ns
+        params = req.parameters if req.parameters is not None else default_parameters()
+        permits: list[Permit] = []
+        try:
+            permits, valid = svc.admit(req.inputs, params, stream=True, return_full_text_default=compat,
+                                       timing=timing)
+            stream = svc.backend.submit(valid.input_ids, valid.params)
+        except (InferError, GenerationError) as exc:
+            for permit in permits:
+                permit.release()
+            err = exc if isinstance(exc, InferError) else GenerationFailed(str(exc))
+            svc.metrics.failure(err.metric)
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": native_error_chunk(err)[0], "more_body": False})
+            now = _now_ns()
+            log_request(rid, trace_id, arrival, 0, now, 0, "done")
+            return
+        assert isinstance(stream, SimulatedStream)
+        ls = LeanStream(svc, cycle, stream, valid, timing, permits, rid, trace_id)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            ls.start()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect" and not ls.finished:
+                    ls.stop("disconnected")
+                    break
+                if ls.paused:
+                    ls.paused = False
+                    await cycle.flow.drain()
+                    if cycle.disconnected:
+                        ls.stop("disconnected")
+                        break
+                    ls.resume()
+                    continue
+                if ls.finished:
+                    break
+            if ls.status == "done":
+                await send(_BODY_END)
+        except BaseException:
+            if not ls.finished:
+                ls.stop("failed")
+            raise
+        finally:
+            log_request(rid, trace_id, arrival, ls.first_ns, _now_ns(), ls.index, ls.status)
+
+
+class LeanStream:
+    """One native token stream driven by the ticker (module docstring)."""
+
+    __slots__ = ("svc", "cycle", "transport", "stream", "valid", "timing", "permits", "index", "first_ns",
+                 "last", "keepalive_s", "finished", "paused", "status", "ticker", "prefix", "record", "_due")
+
+    def __init__(self, svc: Service, cycle: Any, stream: SimulatedStream, valid: Any, timing: Timing,
+                 permits: list[Permit], request_id: str, trace_id: str | None) -> None:
+        self.svc = svc
+        self.cycle = cycle
+        self.transport = cycle.transport
+        self.stream = stream
+        self.valid = valid
+        self.timing = timing
+        self.permits = permits
+        self.index = 0
+        self.first_ns = 0
+        self.last = _monotonic()
+        self.keepalive_s = svc.cfg.keepalive_s
+        self.finished = False
+        self.paused = False
+        self.status = "failed"
+        self.ticker = stream._ticker
+        trace: TokenTrace | None = svc.trace
+        self.prefix = TokenTrace.line_prefix(request_id, trace_id) if trace is not None else ""
+        self.record = trace.record if trace is not None else None
+        self._due = self.on_due
+
+    def start(self) -> None:
+        self.last = _monotonic()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        due = self.stream._next_t
+        ka = self.last + self.keepalive_s
+        self.ticker.call_at(due if due < ka else ka, self._due)
+
+    def resume(self) -> None:
+        """After the task waited for the transport to drain."""
+        if not self.finished:
+            self._schedule()
+
+    def on_due(self) -> None:
+        """Ticker callback: write the token now due (or a keep-alive comment), then register again."""
+        if self.finished:
+            return
+        cycle = self.cycle
+        if cycle.disconnected:
+            return  # the task's receive() tells, and stops the stream
+        if cycle.flow.write_paused:
+            self.paused = True
+            cycle.message_event.set()
+            return
+        stream = self.stream
+        now = _monotonic()
+        if stream._next_t - now > EARLY_S:
+            if now >= self.last + self.keepalive_s - EARLY_S:
+                self.transport.write(_KEEPALIVE_CHUNK)
+                self.last = now
+            self._schedule()
+            return
+        try:
+            out = stream.step()
+        except GenerationError as exc:
+            self._fail(GenerationFailed(str(exc)))
+            return
+        except StopAsyncIteration:
+            self._fail(IncompleteGenerationStream())
+            return
+        self.index = index = self.index + 1
+        event = native_token_event(self.valid, index, out)
+        self.transport.write(b"%x\r\n%b\r\n" % (len(event), event))
+        t_ns = _now_ns()
+        if self.record is not None:
+            self.record(self.prefix, index, t_ns)
+        if index == 1:
+            self.first_ns = t_ns
+        self.last = _monotonic()
+        if out.finish_reason is None:
+            self._schedule()
+            return
+        timing = self.timing
+        timing.queued_ns = out.queued_ns or timing.validated_ns
+        timing.started_ns = out.started_ns or timing.queued_ns
+        timing.finished_ns = out.finished_ns or t_ns
+        self.svc.record_success(timing, out.generated_tokens)
+        self._end("done")
+
+    def _fail(self, exc: InferError) -> None:
+        self.svc.metrics.failure(exc.metric)
+        event = native_error_chunk(exc)[0]
+        self.transport.write(b"%x\r\n%b\r\n" % (len(event), event))
+        self._end("done")
+
+    def _end(self, status: str) -> None:
+        self.finished = True
+        self.status = status
+        self.stream.cancel()
+        for permit in self.permits:
+            permit.release()
+        self.cycle.message_event.set()  # wakes the request's task in receive()
+
+    def stop(self, status: str) -> None:
+        """The client went away (or the task failed): cancel the stream, release the permit."""
+        if status == "disconnected":
+            self.svc.metrics.failure("dropped")
+        self._end(status)
