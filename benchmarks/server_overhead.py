@@ -190,6 +190,14 @@ def jitter(trace: Path, t_from_ns: float, itl_ms: float) -> dict:
             "tokens_traced": len(delay)}
 
 
+def _pressure() -> str:
+    """The first line of /proc/pressure/cpu (``some avg10=...``), or n/a."""
+    try:
+        return Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return "n/a"
+
+
 def _renice(pid: int, nice: int) -> None:
     """Niceness of ``pid`` and of its scheduler autogroup (with autogroups on, which Linux
     desktops and many VMs enable, CPU is shared per session first, so the process nice alone
@@ -267,6 +275,7 @@ def main() -> int:
                    "overloaded_stream_n": os_["n"]})
     result.update({"streams": a.streams, "itl_ms": a.itl_ms, "offered_tokens_per_s": round(a.streams * 1e3 / a.itl_ms),
                    "pinned": a.pin, "cpus": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+                   "cpu_pressure_at_end": _pressure(),
                    "nice": a.nice,
                    "targets": {"tokens_per_s": ">= 20000", "jitter_ms_p99": "<= 2", "overloaded_ms_p99": "<= 5"}})
     print(json.dumps(result))

@@ -1,0 +1,59 @@
+"""The lean path (harness.server.lean) answers byte for byte as the framework routes do
+(``HARNESS_LEAN=0``): seeded native streams, the compat route, error events, overloaded answers,
+keep-alive comments; and its trace has one line per token event."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+from server_sse_util import start_server
+
+ARGS = ["--model", "simulated", "--sim-ttft-ms", "150", "--sim-itl-ms", "2", "--sim-output-tokens", "5",
+        "--max-concurrent-requests", "1"]
+CASES = [
+    (b"/generate_stream", b'{"inputs":"a b c","parameters":{"max_new_tokens":4,"details":true,"seed":3,"do_sample":true}}'),
+    (b"/generate_stream", b'{"inputs":"a b","parameters":{"top_n_tokens":2,"stop":["the"],"max_new_tokens":30}}'),
+    (b"/", b'{"inputs":"a b c","stream":true,"parameters":{"max_new_tokens":3,"details":true}}'),
+    (b"/generate_stream", b'{"inputs":"a b c","parameters":{"top_k":0}}'),
+    (b"/generate_stream", b'not json'),
+    (b"/generate", b'{"inputs":"a","parameters":{"max_new_tokens":2,"best_of":2}}'),
+]
+
+
+def _raw(port: int, path: bytes, body: bytes, rid: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nx-request-id: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                  % (path, rid, len(body)) + body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return re.sub(rb"date: [^\r]*", b"date: -", out)
+
+
+def _answers(tmp_path, lean: str) -> tuple[list[bytes], list[dict]]:
+    trace = tmp_path / f"trace{lean}.jsonl"
+    srv = start_server([*ARGS, "--trace-file", str(trace)], tmp_path / lean,
+                       env={"HARNESS_LEAN": lean, "HARNESS_SSE_KEEPALIVE_S": "0.1"})
+    try:
+        out = [_raw(srv.port, p, b, b"r%d" % i) for i, (p, b) in enumerate(CASES)]
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as hold:  # takes the one permit
+            body = b'{"inputs":"hold","parameters":{"max_new_tokens":3000}}'
+            hold.sendall(b"POST /generate_stream HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            while b"data:" not in hold.recv(65536):
+                pass
+            out += [_raw(srv.port, p, b, b"o%d" % i) for i, (p, b) in enumerate(CASES)]
+    finally:
+        assert srv.stop() == 0
+    return out, [json.loads(line) for line in trace.read_text().splitlines()]
+
+
+def test_lean_answers_match_the_framework_routes(tmp_path) -> None:
+    lean, lean_trace = _answers(tmp_path, "1")
+    framework, _ = _answers(tmp_path, "0")
+    assert lean == framework
+    assert b":\n\n" in lean[0] and b'"error_type":"overloaded"' in lean[len(CASES)]
+    assert b" 429 " in lean[-1].split(b"\r\n")[0] or b" 422 " in lean[-1].split(b"\r\n")[0]
+    r0 = sorted(x["index"] for x in lean_trace if x["request_id"] == "r0")
+    assert r0 == [1, 2, 3, 4]
