@@ -105,6 +105,43 @@ def _replay(body: bytes, more_body: bool, receive: Receive) -> Receive:
     return replayed
 
 
+try:  # the ASGI server the reference server runs on (harness serve: uvicorn, http="httptools")
+    from uvicorn.protocols.http import httptools_impl as _httptools
+except ImportError:  # pragma: no cover - uvicorn is a server dependency
+    _httptools = None
+
+
+def _write_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, chunked: bool) -> bool:
+    """Write a whole response in one ``transport.write``, as uvicorn's httptools ``send`` of the
+    start message and one last body message would (same bytes: its default headers first,
+    ``connection: close`` when the connection is not kept alive, the chunked framing), and mark the
+    response complete as that ``send`` does. False (nothing written) where that is not certain."""
+    cycle = getattr(send, "__self__", None)
+    if (_httptools is None or type(cycle) is not _httptools.RequestResponseCycle or cycle.response_started
+            or cycle.access_log or cycle.disconnected or cycle.flow.write_paused or cycle.scope["method"] != "POST"):
+        return False
+    content = [_httptools.STATUS_LINE[status]]
+    for name, value in cycle.default_headers:
+        content += (name.lower(), b": ", value, b"\r\n")
+    for name, value in headers:
+        content += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    if chunked:
+        content.append(b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+    else:
+        content += (b"\r\n", body)
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.transport.write(b"".join(content))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    return True
+
+
 def _cycle_of(send: Send) -> Any:
     """uvicorn's request-response cycle behind ``send``, or None (another ASGI server)."""
     cycle = getattr(send, "__self__", None)
@@ -193,14 +230,16 @@ class LeanPath:
         svc.metrics.count_request()
         svc.metrics.failure("overloaded")
         if not stream:
-            await send({"type": "http.response.start", "status": 429,
-                        "headers": [(b"x-request-id", rid_s.encode("latin-1")), *_OVERLOADED_429_HEADERS]})
-            await send({"type": "http.response.body", "body": _OVERLOADED_JSON, "more_body": False})
+            headers = [(b"x-request-id", rid_s.encode("latin-1")), *_OVERLOADED_429_HEADERS]
+            if not _write_whole(send, 429, headers, _OVERLOADED_JSON, False):
+                await send({"type": "http.response.start", "status": 429, "headers": headers})
+                await send({"type": "http.response.body", "body": _OVERLOADED_JSON, "more_body": False})
             return True
         headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in
                                   stream_headers(svc, body["inputs"], rid_s).items()]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": _OVERLOADED_EVENT, "more_body": False})
+        if not _write_whole(send, 200, headers, _OVERLOADED_EVENT, True):
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": _OVERLOADED_EVENT, "more_body": False})
         now = _now_ns()
         log_request(rid_s, trace_id_from_scope(scope), REQUEST_ARRIVAL_NS.get() or now, 0, now, 0, "done")
         return True
