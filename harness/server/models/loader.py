@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from harness.server.models import smollm2
+from harness.server.models.cpu_kernels import accelerate
 from harness.server.models.devices import dtype_name, select_device, select_dtype
 
 
@@ -100,8 +101,11 @@ def preflight(name: str, *, dtype: str = "auto", device: str = "auto") -> None:
         )
 
 
-def load_model(name: str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
-    """Load ``name`` (see module docstring) on ``device`` in ``dtype``; ModelLoadError on failure."""
+def load_model(name: str, *, dtype: str = "auto", device: str = "auto", cpu_kernels: bool = True) -> LoadedModel:
+    """Load ``name`` (see module docstring) on ``device`` in ``dtype``; ModelLoadError on failure.
+
+    ``cpu_kernels``: on a CPU, swap in prepacked oneDNN linears and the 16-bit decode attention
+    (:mod:`harness.server.models.cpu_kernels`); False keeps the model as transformers built it."""
     try:
         dev = select_device(device)
         torch_dtype = select_dtype(dtype, dev)
@@ -140,6 +144,8 @@ def load_model(name: str, *, dtype: str = "auto", device: str = "auto") -> Loade
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelLoadError(f"cannot load model {name!r}: {first}") from None
     model = model.to(dev).eval()
+    if cpu_kernels:
+        accelerate(model, dev, torch_dtype)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
