@@ -17,12 +17,16 @@ stream headers need the chat template's prompt), ``--api-key`` mismatches and bo
 full, where the framework path answers 422: TGI's own order differs there (its JSON extractor runs
 first); the admission check first is what keeps a storm of refusals cheap.
 
-**Token streams of the simulated backend.** ``/generate_stream`` and ``/`` with ``stream`` are
-parsed, admitted and validated with the same functions as the framework routes; then the response
+**Token streams of the simulated backend.** ``/generate_stream``, ``/`` with ``stream``,
+``/v1/chat/completions`` with ``stream`` and ``/v1/completions`` with ``stream`` and one prompt are
+parsed, admitted and validated with the same functions as the framework routes (a request those
+refuse before the 200, and every non-stream request, goes the framework way); then the response
 headers go out through the ASGI server's ``send`` and the stream is handed to the backend's
 :class:`~harness.server.backends.simulated.Ticker` as a callback. When a token is due, the ticker's
 one loop callback calls :meth:`LeanStream.on_due` for every stream due: it computes the token
-(:meth:`SimulatedStream.step`), formats the event (:func:`~harness.server.native_routes.native_token_event`),
+(:meth:`SimulatedStream.step`), formats the event with the route's own formatter
+(:func:`~harness.server.native_routes.native_token_event`,
+:class:`~harness.server.openai_routes.ChatStreamFormat`, :func:`~harness.server.openai_routes.completion_event`),
 writes it in HTTP/1.1 chunked framing straight to the connection's transport (one ``write``), stamps
 the trace right after that write, and registers the stream's next due time. No task wakes per
 token, no async generator chain, no ASGI ``send`` per token. Keep-alive comments are due times on
@@ -43,22 +47,43 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from harness.server import httputil
 from harness.server.admission import Permit
-from harness.server.backends.base import REQUEST_ARRIVAL_NS, GenerationError
+from harness.server.backends.base import REQUEST_ARRIVAL_NS, GenerationError, StepOutput
 from harness.server.backends.simulated import EARLY_S, SimulatedBackend, SimulatedStream
 from harness.server.generation import Service, Timing
 from harness.server.infer_errors import GenerationFailed, IncompleteGenerationStream, InferError, Overloaded
 from harness.server.native_routes import native_error_chunk, native_token_event, stream_headers
+from harness.server.openai_routes import (
+    DONE,
+    ChatStreamFormat,
+    _model_name,
+    chat_parameters,
+    chat_prompt,
+    completion_event,
+    completion_parameters,
+    openai_error_chunk,
+)
 from harness.server.request_log import log_request, trace_id_from_scope
-from harness.server.schemas import CompatGenerateRequest, GenerateRequest
-from harness.server.sse_response import KEEPALIVE, data_event, dumps
+from harness.server.schemas import (
+    ChatRequest,
+    CompatGenerateRequest,
+    CompletionRequest,
+    GenerateParameters,
+    GenerateRequest,
+)
+from harness.server.sse_response import KEEPALIVE, data_event, dumps, encode_str
 from harness.server.trace import TokenTrace
-from harness.server.validation import default_parameters, parse_body
+from harness.server.validation import ValidRequest, default_parameters, parse_body
+
+#: formats token event ``index`` (from 1) of a stream; the chunk after its last token event (or None)
+Event = Callable[[int, StepOutput], bytes]
+AfterLast = Callable[[StepOutput], bytes | None]
 
 _monotonic = time.monotonic
 _now_ns = time.monotonic_ns
@@ -172,9 +197,9 @@ class LeanPath:
             return receive
         adm = svc.admission
         full = adm.closed or adm.in_use >= adm.capacity
-        if not full and (not self.streams or path not in ("/generate_stream", "/")):
-            return receive  # admitted non-stream or OpenAI requests: the framework routes
-        if path not in _OVERLOAD_ROUTES:
+        if not full and not self.streams:
+            return receive  # admitted requests without the simulated backend: the framework routes
+        if (path == "/generate" and not full) or (full and path not in _OVERLOAD_ROUTES):
             return receive
         parts: list[bytes] = []
         size = 0
@@ -196,14 +221,30 @@ class LeanPath:
         cycle = _cycle_of(send)
         if cycle is None:
             return _replay(raw, False, receive)
-        model = GenerateRequest if path == "/generate_stream" else CompatGenerateRequest
-        try:
-            req = parse_body(raw, model)
+        svc = self.svc
+        try:  # an error here is answered by the framework route, as is any non-stream request
+            if path == "/v1/chat/completions":
+                chat = parse_body(raw, ChatRequest)
+                if not chat.stream:
+                    return _replay(raw, False, receive)
+                p = chat_parameters(svc, chat)
+                await self._chat(scope, receive, send, cycle, chat, p, chat_prompt(svc, chat))
+                return None
+            if path == "/v1/completions":
+                comp = parse_body(raw, CompletionRequest)
+                if not comp.stream:
+                    return _replay(raw, False, receive)
+                prompts, p = completion_parameters(svc, comp)
+                if len(prompts) != 1:  # several prompts interleave: the framework route merges them
+                    return _replay(raw, False, receive)
+                await self._completion(scope, receive, send, cycle, comp, prompts[0], p)
+                return None
+            req = parse_body(raw, GenerateRequest if path == "/generate_stream" else CompatGenerateRequest)
         except InferError:
             return _replay(raw, False, receive)
         if path == "/" and not req.stream:
             return _replay(raw, False, receive)
-        await self._stream(scope, receive, send, cycle, req, path == "/")
+        await self._native(scope, receive, send, cycle, req, path == "/")
         return None
 
     async def _overloaded(self, scope: Scope, send: Send, path: str, raw: bytes) -> bool:
@@ -244,20 +285,67 @@ class LeanPath:
         log_request(rid_s, trace_id_from_scope(scope), REQUEST_ARRIVAL_NS.get() or now, 0, now, 0, "done")
         return True
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, cycle: Any,
+    async def _native(self, scope: Scope, receive: Receive, send: Send, cycle: Any,
                       req: GenerateRequest, compat: bool) -> None:
         svc = self.svc
         svc.metrics.count_request()
+        params = req.parameters if req.parameters is not None else default_parameters()
+
+        def admit(timing: Timing) -> tuple[list[Permit], ValidRequest]:
+            return svc.admit(req.inputs, params, stream=True, return_full_text_default=compat, timing=timing)
+
+        def formats(valid: ValidRequest) -> tuple[Event, AfterLast | None]:
+            return (lambda index, out: native_token_event(valid, index, out)), None
+
+        await self._stream(scope, receive, send, cycle, req.inputs, admit, formats, native_error_chunk, None)
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, cycle: Any, req: ChatRequest,
+                    p: GenerateParameters, prompt: str) -> None:
+        svc = self.svc
+        svc.metrics.count_request()
+        fmt = ChatStreamFormat(svc, req)
+
+        def admit(timing: Timing) -> tuple[list[Permit], ValidRequest]:
+            svc.metrics.count_request()  # TGI counts OpenAI requests twice (as the framework route)
+            return svc.admit(prompt, p, stream=True, return_full_text_default=False, timing=timing)
+
+        def formats(valid: ValidRequest) -> tuple[Event, AfterLast | None]:
+            n_in = len(valid.input_ids)
+            return (lambda index, out: fmt.token(out)), (lambda out: fmt.after_last(out, n_in))
+
+        await self._stream(scope, receive, send, cycle, prompt, admit, formats, openai_error_chunk, DONE)
+
+    async def _completion(self, scope: Scope, receive: Receive, send: Send, cycle: Any, req: CompletionRequest,
+                          prompt: str, p: GenerateParameters) -> None:
+        svc = self.svc
+        svc.metrics.count_request()
+        model = encode_str(_model_name(svc, req.model))
+        created = int(time.time())
+
+        def admit(timing: Timing) -> tuple[list[Permit], ValidRequest]:
+            svc.metrics.count_request()
+            return svc.admit(prompt, p, stream=True, return_full_text_default=False, timing=timing)
+
+        def formats(valid: ValidRequest) -> tuple[Event, AfterLast | None]:
+            n_in = len(valid.input_ids)
+            return (lambda index, out: completion_event(0, out, n_in, created, model)), None
+
+        await self._stream(scope, receive, send, cycle, prompt, admit, formats, openai_error_chunk, DONE)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, cycle: Any, inputs: str,
+                      admit: Callable[[Timing], tuple[list[Permit], ValidRequest]],
+                      formats: Callable[[ValidRequest], tuple[Event, AfterLast | None]],
+                      error: Callable[[InferError], tuple[bytes, int]], tail: bytes | None) -> None:
+        """Headers, admission, then the stream on the ticker; the task waits for its end."""
+        svc = self.svc
         timing = Timing(_now_ns())
         rid = _request_id(scope)
-        headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in stream_headers(svc, req.inputs, rid).items()]
+        headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in stream_headers(svc, inputs, rid).items()]
         trace_id = trace_id_from_scope(scope)
         arrival = REQUEST_ARRIVAL_NS.get() or timing.start_ns
-        params = req.parameters if req.parameters is not None else default_parameters()
         permits: list[Permit] = []
         try:
-            permits, valid = svc.admit(req.inputs, params, stream=True, return_full_text_default=compat,
-                                       timing=timing)
+            permits, valid = admit(timing)
             stream = svc.backend.submit(valid.input_ids, valid.params)
         except (InferError, GenerationError) as exc:
             for permit in permits:
@@ -265,12 +353,14 @@ class LeanPath:
             err = exc if isinstance(exc, InferError) else GenerationFailed(str(exc))
             svc.metrics.failure(err.metric)
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": native_error_chunk(err)[0], "more_body": False})
+            await send({"type": "http.response.body", "body": error(err)[0], "more_body": True})
+            await send({"type": "http.response.body", "body": tail or b"", "more_body": False})
             now = _now_ns()
             log_request(rid, trace_id, arrival, 0, now, 0, "done")
             return
         assert isinstance(stream, SimulatedStream)
-        ls = LeanStream(svc, cycle, stream, valid, timing, permits, rid, trace_id)
+        event, after_last = formats(valid)
+        ls = LeanStream(svc, cycle, stream, timing, permits, rid, trace_id, event, after_last, error, tail)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             ls.start()
@@ -302,16 +392,22 @@ class LeanPath:
 class LeanStream:
     """One native token stream driven by the ticker (module docstring)."""
 
-    __slots__ = ("svc", "cycle", "transport", "stream", "valid", "timing", "permits", "index", "first_ns",
-                 "last", "keepalive_s", "finished", "paused", "status", "ticker", "prefix", "record", "_due")
+    __slots__ = ("svc", "cycle", "transport", "stream", "timing", "permits", "index", "first_ns",
+                 "last", "keepalive_s", "finished", "paused", "status", "ticker", "prefix", "record", "_due",
+                 "event", "after_last", "error", "tail")
 
-    def __init__(self, svc: Service, cycle: Any, stream: SimulatedStream, valid: Any, timing: Timing,
-                 permits: list[Permit], request_id: str, trace_id: str | None) -> None:
+    def __init__(self, svc: Service, cycle: Any, stream: SimulatedStream, timing: Timing,
+                 permits: list[Permit], request_id: str, trace_id: str | None, event: Event,
+                 after_last: AfterLast | None, error: Callable[[InferError], tuple[bytes, int]],
+                 tail: bytes | None) -> None:
         self.svc = svc
         self.cycle = cycle
         self.transport = cycle.transport
         self.stream = stream
-        self.valid = valid
+        self.event = event
+        self.after_last = after_last
+        self.error = error
+        self.tail = tail
         self.timing = timing
         self.permits = permits
         self.index = 0
@@ -369,7 +465,7 @@ class LeanStream:
             self._fail(IncompleteGenerationStream())
             return
         self.index = index = self.index + 1
-        event = native_token_event(self.valid, index, out)
+        event = self.event(index, out)
         self.transport.write(b"%x\r\n%b\r\n" % (len(event), event))
         t_ns = _now_ns()
         if self.record is not None:
@@ -385,12 +481,19 @@ class LeanStream:
         timing.started_ns = out.started_ns or timing.queued_ns
         timing.finished_ns = out.finished_ns or t_ns
         self.svc.record_success(timing, out.generated_tokens)
+        extra = self.after_last(out) if self.after_last is not None else None
+        self._write_after(extra)
         self._end("done")
+
+    def _write_after(self, extra: bytes | None) -> None:
+        """The chunks after the last token event or an error event: ``extra``, then the tail."""
+        parts = [b"%x\r\n%b\r\n" % (len(x), x) for x in (extra, self.tail) if x]
+        if parts:
+            self.transport.write(b"".join(parts))
 
     def _fail(self, exc: InferError) -> None:
         self.svc.metrics.failure(exc.metric)
-        event = native_error_chunk(exc)[0]
-        self.transport.write(b"%x\r\n%b\r\n" % (len(event), event))
+        self._write_after(self.error(exc)[0])
         self._end("done")
 
     def _end(self, status: str) -> None:

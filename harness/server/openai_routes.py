@@ -141,6 +141,105 @@ async def _merge(iters: list[AsyncIterator[StepOutput]]) -> AsyncIterator[tuple[
             t.cancel()
 
 
+def chat_parameters(svc: Service, req: ChatRequest) -> GenerateParameters:
+    """The TGI parameters of a chat request (module docstring); raises ToolError & co."""
+    script = chat_script(req, svc.backend)  # tools (ToolError) and simulation overrides
+    do_sample, temperature = _sampling(req.temperature)
+    p = GenerateParameters.model_construct(
+        max_new_tokens=req.max_tokens if req.max_tokens is not None else req.max_completion_tokens,
+        do_sample=do_sample, temperature=temperature, top_p=req.top_p, seed=req.seed,
+        stop=_stop(req.stop), frequency_penalty=req.frequency_penalty,
+        repetition_penalty=None if req.presence_penalty is None else req.presence_penalty + 2.0,
+        top_n_tokens=req.top_logprobs if req.logprobs else None, details=True,
+        grammar=req.response_format, best_of=None, top_k=None, typical_p=None, truncate=None,
+        return_full_text=False, decoder_input_details=False, watermark=False, adapter_id=None)
+    p._script = script
+    return p
+
+
+def chat_prompt(svc: Service, req: ChatRequest) -> str:
+    """The prompt text of a chat request (its chat template); raises TemplateFailed."""
+    try:
+        return svc.backend.apply_chat_template(
+            with_tool_prompt([text_message(m) for m in req.messages], req, svc.backend))
+    except ValueError as exc:
+        raise TemplateFailed(str(exc)) from None
+
+
+class ChatStreamFormat:
+    """The ``data:`` events of one chat stream: :meth:`token` per token, :meth:`after_last` (the
+    usage chunk when asked for) after the last one."""
+
+    __slots__ = ("req", "model", "head", "deltas")
+
+    def __init__(self, svc: Service, req: ChatRequest) -> None:
+        self.req = req
+        self.model = _model_name(svc, req.model)
+        self.head = (f'{{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
+                     f'"model":{encode_str(self.model)},"system_fingerprint":"{FINGERPRINT}","choices":[{{"index":0,'
+                     f'"delta":')
+        self.deltas = ChatDeltas()
+
+    def token(self, out: StepOutput) -> bytes:
+        lp = "null"
+        if self.req.logprobs:
+            lp = dumps({"content": [_logprob_entry(out.token, out.top_tokens)]})
+        fr = self.deltas.finish(out.finish_reason)
+        return (f'data: {self.head}{self.deltas.delta(out)},"logprobs":{lp},'
+                f'"finish_reason":{"null" if fr is None else encode_str(fr)}}}],"usage":null}}\n\n').encode()
+
+    def after_last(self, out: StepOutput, input_len: int) -> bytes | None:
+        req = self.req
+        if not (req.stream_options and req.stream_options.include_usage):
+            return None
+        u = usage(input_len, out.generated_tokens, out.cached_tokens, out.reasoning_tokens)
+        return (f'data: {{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
+                f'"model":{encode_str(self.model)},"system_fingerprint":"{FINGERPRINT}","choices":[],'
+                f'"usage":{dumps(u)}}}\n\n').encode()
+
+
+def openai_error_chunk(exc: InferError) -> Chunk:
+    """The error event of an OpenAI stream refused after its headers (vLLM's shape)."""
+    return _openai_error(exc)
+
+
+def completion_parameters(svc: Service, req: CompletionRequest) -> tuple[list[str], GenerateParameters]:
+    """The prompts and TGI parameters of a completions request; raises OpenAIRequestError & co."""
+    cfg = svc.cfg
+    if req.suffix is not None:
+        raise OpenAIRequestError("suffix not supported",
+                                 "Suffix is not supported and can be achieved by preprocessing the prompt.")
+    prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    if not prompts:
+        raise RequestRejected(422, "Failed to deserialize the JSON body into the target type: "
+                                   "prompt: expected a non-empty array")
+    if len(prompts) > cfg.max_client_batch_size:
+        raise OpenAIRequestError("batch size exceeded", "Number of prompts exceeds the maximum allowed "
+                                 f"batch size of {cfg.max_client_batch_size}")
+    do_sample, temperature = _sampling(req.temperature)
+    p = GenerateParameters.model_construct(
+        max_new_tokens=req.max_tokens, do_sample=do_sample, temperature=temperature, top_p=req.top_p,
+        seed=req.seed, stop=_stop(req.stop), frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty, details=True, grammar=None, best_of=None, top_k=None,
+        typical_p=None, truncate=None, return_full_text=False, decoder_input_details=False,
+        watermark=False, adapter_id=None, top_n_tokens=None)
+    p._script = completion_script(req)
+    return prompts, p
+
+
+def completion_event(i: int, out: StepOutput, input_len: int, created: int, model: str) -> bytes:
+    """The ``data:`` event of one token of prompt ``i`` of a completions stream (``model``: JSON text)."""
+    text = "" if out.token.special else out.token.text
+    if out.finish_reason is None:
+        return (f'data: {{"object":"text_completion","id":"","created":{created},"choices":[{{"index":{i},'
+                f'"text":{encode_str(text)},"logprobs":null,"finish_reason":""}}],"model":{model},'
+                f'"system_fingerprint":"{FINGERPRINT}"}}\n\n').encode()
+    u = dumps(usage(input_len, out.generated_tokens, out.cached_tokens, out.reasoning_tokens))
+    return (f'data: {{"object":"text_completion","id":"","created":{created},"choices":[{{"index":{i},'
+            f'"text":{encode_str(text)},"logprobs":null,"finish_reason":"{out.finish_reason}"}}],'
+            f'"model":{model},"system_fingerprint":"{FINGERPRINT}","usage":{u}}}\n\n').encode()
+
+
 def build_router(svc: Service) -> APIRouter:
     router = APIRouter()
     cfg = svc.cfg
@@ -160,26 +259,8 @@ def build_router(svc: Service) -> APIRouter:
         return permits, valids
 
     # -- chat ----------------------------------------------------------------------------
-    def chat_params(req: ChatRequest) -> GenerateParameters:
-        script = chat_script(req, svc.backend)  # tools (ToolError) and simulation overrides
-        do_sample, temperature = _sampling(req.temperature)
-        p = GenerateParameters.model_construct(
-            max_new_tokens=req.max_tokens if req.max_tokens is not None else req.max_completion_tokens,
-            do_sample=do_sample, temperature=temperature, top_p=req.top_p, seed=req.seed,
-            stop=_stop(req.stop), frequency_penalty=req.frequency_penalty,
-            repetition_penalty=None if req.presence_penalty is None else req.presence_penalty + 2.0,
-            top_n_tokens=req.top_logprobs if req.logprobs else None, details=True,
-            grammar=req.response_format, best_of=None, top_k=None, typical_p=None, truncate=None,
-            return_full_text=False, decoder_input_details=False, watermark=False, adapter_id=None)
-        p._script = script
-        return p
-
     def chat_events(req: ChatRequest, prompt: str, p: GenerateParameters, timing: Timing) -> AsyncIterator[Chunk]:
-        model = _model_name(svc, req.model)
-        head = (f'{{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
-                f'"model":{encode_str(model)},"system_fingerprint":"{FINGERPRINT}","choices":[{{"index":0,'
-                f'"delta":')
-        deltas = ChatDeltas()
+        fmt = ChatStreamFormat(svc, req)
 
         async def body(admitted) -> AsyncGenerator[Chunk, None]:
             (valid,) = admitted
@@ -187,18 +268,11 @@ def build_router(svc: Service) -> APIRouter:
             async with aclosing(svc.steps(valid, timing)) as steps:
                 async for out in steps:
                     index += 1
-                    lp = "null"
-                    if req.logprobs:
-                        lp = dumps({"content": [_logprob_entry(out.token, out.top_tokens)]})
-                    fr = deltas.finish(out.finish_reason)
-                    yield (f'data: {head}{deltas.delta(out)},"logprobs":{lp},'
-                           f'"finish_reason":{"null" if fr is None else encode_str(fr)}}}],"usage":null}}\n\n'
-                           ).encode(), index
-                    if out.finish_reason is not None and req.stream_options and req.stream_options.include_usage:
-                        u = usage(len(valid.input_ids), out.generated_tokens, out.cached_tokens, out.reasoning_tokens)
-                        yield (f'data: {{"object":"chat.completion.chunk","id":"","created":{int(time.time())},'
-                               f'"model":{encode_str(model)},"system_fingerprint":"{FINGERPRINT}","choices":[],'
-                               f'"usage":{dumps(u)}}}\n\n').encode(), 0
+                    yield fmt.token(out), index
+                    if out.finish_reason is not None:
+                        extra = fmt.after_last(out, len(valid.input_ids))
+                        if extra is not None:
+                            yield extra, 0
 
         return guarded_stream(svc, lambda: admit_all([prompt], p, timing, True), body, _openai_error, (DONE, 0))
 
@@ -210,12 +284,8 @@ def build_router(svc: Service) -> APIRouter:
         req = await read_json(request, ChatRequest, cfg)
         timing = Timing(time.monotonic_ns())
         try:
-            p = chat_params(req)
-            try:
-                prompt = svc.backend.apply_chat_template(
-                    with_tool_prompt([text_message(m) for m in req.messages], req, svc.backend))
-            except ValueError as exc:
-                raise TemplateFailed(str(exc)) from None
+            p = chat_parameters(svc, req)
+            prompt = chat_prompt(svc, req)
         except InferError as exc:
             svc.metrics.failure(exc.metric)
             return error_response(exc)
@@ -260,27 +330,6 @@ def build_router(svc: Service) -> APIRouter:
         return list(zip(valids, results, strict=True))
 
     # -- completions -----------------------------------------------------------------------
-    def completion_params(req: CompletionRequest) -> tuple[list[str], GenerateParameters]:
-        if req.suffix is not None:
-            raise OpenAIRequestError("suffix not supported",
-                                     "Suffix is not supported and can be achieved by preprocessing the prompt.")
-        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-        if not prompts:
-            raise RequestRejected(422, "Failed to deserialize the JSON body into the target type: "
-                                       "prompt: expected a non-empty array")
-        if len(prompts) > cfg.max_client_batch_size:
-            raise OpenAIRequestError("batch size exceeded", "Number of prompts exceeds the maximum allowed "
-                                     f"batch size of {cfg.max_client_batch_size}")
-        do_sample, temperature = _sampling(req.temperature)
-        p = GenerateParameters.model_construct(
-            max_new_tokens=req.max_tokens, do_sample=do_sample, temperature=temperature, top_p=req.top_p,
-            seed=req.seed, stop=_stop(req.stop), frequency_penalty=req.frequency_penalty,
-            repetition_penalty=req.repetition_penalty, details=True, grammar=None, best_of=None, top_k=None,
-            typical_p=None, truncate=None, return_full_text=False, decoder_input_details=False,
-            watermark=False, adapter_id=None, top_n_tokens=None)
-        p._script = completion_script(req)
-        return prompts, p
-
     def completion_events(req: CompletionRequest, prompts: list[str], p: GenerateParameters,
                           timing: Timing) -> AsyncIterator[Chunk]:
         model = encode_str(_model_name(svc, req.model))
@@ -293,17 +342,7 @@ def build_router(svc: Service) -> APIRouter:
             async with aclosing(merged) as outs:
                 async for i, out in outs:
                     index += 1
-                    text = "" if out.token.special else out.token.text
-                    if out.finish_reason is None:
-                        yield (f'data: {{"object":"text_completion","id":"","created":{created},"choices":[{{"index":{i},'
-                               f'"text":{encode_str(text)},"logprobs":null,"finish_reason":""}}],"model":{model},'
-                               f'"system_fingerprint":"{FINGERPRINT}"}}\n\n').encode(), index
-                        continue
-                    u = dumps(usage(len(valids[i].input_ids), out.generated_tokens, out.cached_tokens,
-                                    out.reasoning_tokens))
-                    yield (f'data: {{"object":"text_completion","id":"","created":{created},"choices":[{{"index":{i},'
-                           f'"text":{encode_str(text)},"logprobs":null,"finish_reason":"{out.finish_reason}"}}],'
-                           f'"model":{model},"system_fingerprint":"{FINGERPRINT}","usage":{u}}}\n\n').encode(), index
+                    yield completion_event(i, out, len(valids[i].input_ids), created, model), index
 
         return guarded_stream(svc, lambda: admit_all(prompts, p, timing, True), body, _openai_error, (DONE, 0))
 
@@ -315,7 +354,7 @@ def build_router(svc: Service) -> APIRouter:
         req = await read_json(request, CompletionRequest, cfg)
         timing = Timing(time.monotonic_ns())
         try:
-            prompts, p = completion_params(req)
+            prompts, p = completion_parameters(svc, req)
         except InferError as exc:
             svc.metrics.failure(exc.metric)
             return error_response(exc)

@@ -1,6 +1,7 @@
 """The lean path (harness.server.lean) answers byte for byte as the framework routes do
-(``HARNESS_LEAN=0``): seeded native streams, the compat route, error events, overloaded answers,
-keep-alive comments; and its trace has one line per token event."""
+(``HARNESS_LEAN=0``): seeded native streams, the compat route, OpenAI chat (usage, logprobs, tool
+calls) and completion streams, error events, overloaded answers, keep-alive comments; and its trace
+has one line per token event."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import socket
 
 from server_sse_util import start_server
 
-ARGS = ["--model", "simulated", "--sim-ttft-ms", "150", "--sim-itl-ms", "2", "--sim-output-tokens", "5",
+ARGS = ["--model", "simulated", "--sim-ttft-ms", "150", "--sim-itl-ms", "2", "--sim-output-tokens", "0",
         "--max-concurrent-requests", "1"]
 CASES = [
     (b"/generate_stream", b'{"inputs":"a b c","parameters":{"max_new_tokens":4,"details":true,"seed":3,"do_sample":true}}'),
@@ -19,6 +20,14 @@ CASES = [
     (b"/generate_stream", b'{"inputs":"a b c","parameters":{"top_k":0}}'),
     (b"/generate_stream", b'not json'),
     (b"/generate", b'{"inputs":"a","parameters":{"max_new_tokens":2,"best_of":2}}'),
+    (b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"stream":true,"temperature":0,'
+                              b'"max_tokens":3,"logprobs":true,"top_logprobs":2,"stream_options":{"include_usage":true}}'),
+    (b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"stream":true,"temperature":0,'
+                              b'"tools":[{"type":"function","function":{"name":"get","parameters":{"type":"object",'
+                              b'"properties":{"city":{"type":"string"}}}}}]}'),
+    (b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"stream":true,"top_p":7}'),
+    (b"/v1/completions", b'{"prompt":"a b","max_tokens":3,"stream":true,"temperature":0}'),
+    (b"/v1/completions", b'{"prompt":["a b","c"],"max_tokens":2,"stream":true,"temperature":0}'),
 ]
 
 
@@ -29,7 +38,7 @@ def _raw(port: int, path: bytes, body: bytes, rid: bytes) -> bytes:
         out = b""
         while chunk := s.recv(65536):
             out += chunk
-    return re.sub(rb"date: [^\r]*", b"date: -", out)
+    return re.sub(rb'"created":\d+', b'"created":0', re.sub(rb"date: [^\r]*", b"date: -", out))
 
 
 def _answers(tmp_path, lean: str) -> tuple[list[bytes], list[dict]]:
@@ -54,6 +63,7 @@ def test_lean_answers_match_the_framework_routes(tmp_path) -> None:
     framework, _ = _answers(tmp_path, "0")
     assert lean == framework
     assert b":\n\n" in lean[0] and b'"error_type":"overloaded"' in lean[len(CASES)]
-    assert b" 429 " in lean[-1].split(b"\r\n")[0] or b" 422 " in lean[-1].split(b"\r\n")[0]
+    assert lean[len(CASES) + 5].startswith(b"HTTP/1.1 429 ")  # /generate refused while the permit is held
+    assert b'"usage":{' in lean[6] and b'"tool_calls":[' in lean[7] and b"data: [DONE]" in lean[9]
     r0 = sorted(x["index"] for x in lean_trace if x["request_id"] == "r0")
     assert r0 == [1, 2, 3, 4]
