@@ -87,15 +87,27 @@ def headline_cards(s: dict) -> str:
 
 
 def latency_table(s: dict) -> str:
+    """The latency table; with a ``percentiles`` entry (harness report), a note saying how percentiles were
+    computed, and a method column when some are HdrHistogram's (large runs)."""
     stats = ("mean", "p50", "p90", "p95", "p99", "p99_9", "max")
+    pct = s.get("percentiles") or {}
+    methods = pct.get("method") or {}
+    show = "hdr" in methods.values()
     rows = []
     for name in (*REQUEST_METRICS, *GAP_METRICS):
         if not s.get(f"{name}_count"):
             continue
         unit = m.METRICS[name].unit
         label = name if unit == "ms" else f"{name} ({unit})"
-        rows.append([label, fmt(s.get(f"{name}_count"))] + [fmt(s.get(f"{name}_{st}_{unit}"), 2) for st in stats])
-    return table(["metric (ms)", "count", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"], rows)
+        rows.append([label, fmt(s.get(f"{name}_count"))] + [fmt(s.get(f"{name}_{st}_{unit}"), 2) for st in stats]
+                    + ([METHOD_LABELS.get(methods.get(name, "exact"), "exact")] if show else []))
+    note = f"<p class='sub'>Percentiles: {escape(pct['text'])}.</p>" if pct.get("text") else ""
+    return note + table(["metric (ms)", "count", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"]
+                        + (["percentiles"] if show else []), rows, text_cols=(9,) if show else ())
+
+
+#: how a distribution's percentiles were computed, as the latency tables say it
+METHOD_LABELS = {"exact": "exact", "hdr": "HdrHistogram (3 digits)"}
 
 
 def turn_table(s: dict) -> str:

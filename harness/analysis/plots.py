@@ -59,28 +59,41 @@ def _cdf_xy(sorted_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def latency_cdfs(frame: RunFrame, out: Path) -> Plot:
     """CDFs of TTFT, ITL, TPOT and E2E (ok requests; ITL over all gaps)."""
     ok = frame.cols["ok"]
-    panels = [("ttft", frame.cols["ttft"][ok]), ("itl", frame.gaps["itl"]),
-              ("tpot", frame.cols["tpot"][ok]), ("e2e", frame.cols["e2e"][ok])]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    series = []
-    for ax, (name, v) in zip(axes.flat, panels, strict=True):
+    panels = []
+    for name, v in [("ttft", frame.cols["ttft"][ok]), ("itl", frame.gaps["itl"]),
+                    ("tpot", frame.cols["tpot"][ok]), ("e2e", frame.cols["e2e"][ok])]:
         v = v[~np.isnan(v)]
         n = len(v)
         sampled = n > CDF_EXACT_MAX
         v = np.sort(v[:: int(np.ceil(n / CDF_EXACT_MAX))] if sampled else v)
-        ax.set_title(f"{name.upper()} CDF ({n:,} {'gaps' if name == 'itl' else 'requests'}"
-                     f"{', sampled' if sampled else ''})")
+        if not n:
+            panels.append((name, v, v, None, None, 0, ""))
+            continue
+        x, y = _cdf_xy(v)
+        panels.append((name, x, y, m.percentile(v, 50.0), m.percentile(v, 99.0), n, ", sampled" if sampled else ""))
+    return draw_cdfs(panels, out)
+
+
+#: one CDF panel: (metric, x values (ms), fraction <= x, p50, p99, values, title note)
+CdfPanel = tuple[str, np.ndarray, np.ndarray, "float | None", "float | None", int, str]
+
+
+def draw_cdfs(panels: list[CdfPanel], out: Path) -> Plot:
+    """The 2x2 latency CDF figure from ready panels (exact values or an HdrHistogram's buckets)."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    series = []
+    for ax, (name, x, y, p50, p99, n, note) in zip(axes.flat, panels, strict=True):
+        ax.set_title(f"{name.upper()} CDF ({n:,} {'gaps' if name == 'itl' else 'requests'}{note})")
         ax.set_xlabel(f"{name.upper()} (ms)")
         ax.set_ylabel("fraction ≤ x")
         ax.grid(alpha=0.3)
-        if not len(v):
+        if not n:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
             continue
-        x, y = _cdf_xy(v)
         ax.plot(x, y, label=name)
-        for p, style in ((50.0, ":"), (99.0, "--")):
-            ax.axvline(m.percentile(v, p), color="grey", ls=style, lw=1, label=f"p{p:g} {m.percentile(v, p):.1f} ms")
-        if v[0] > 0 and v[-1] / v[0] > 100:
+        for p, v, style in ((50.0, p50, ":"), (99.0, p99, "--")):
+            ax.axvline(v, color="grey", ls=style, lw=1, label=f"p{p:g} {v:.1f} ms")
+        if x[0] > 0 and x[-1] / x[0] > 100:
             ax.set_xscale("log")
         ax.legend(fontsize=8, loc="lower right")
         series.append(name)
@@ -141,8 +154,10 @@ def outcomes(counts: dict[str, int], out: Path) -> Plot:
     return _save(fig, out / "outcomes.png", "Outcome breakdown", names)
 
 
-def timeline(frame: RunFrame, window: SteadyWindow | None, t0_ns: int, out: Path) -> Plot:
-    """Gantt of a sample of requests: send -> first token (TTFT) and first token -> end (stream)."""
+def timeline(frame: RunFrame, window: SteadyWindow | None, t0_ns: int, out: Path, total: int | None = None) -> Plot:
+    """Gantt of a sample of requests: send -> first token (TTFT) and first token -> end (stream).
+
+    ``total``: the run's requests when ``frame`` holds only some of them (a large run)."""
     c = frame.cols
     rows = np.flatnonzero((c["send_ns"] >= 0) & (c["end_ns"] >= 0))
     rows = rows[np.argsort(c["send_ns"][rows], kind="stable")]
@@ -164,13 +179,15 @@ def timeline(frame: RunFrame, window: SteadyWindow | None, t0_ns: int, out: Path
     ax.invert_yaxis()
     ax.set_xlabel("time since first send (s)")
     ax.set_ylabel("request (sample, by send time)")
-    ax.set_title(f"Per-request timeline ({len(rows)} of {len(frame):,} requests)")
+    ax.set_title(f"Per-request timeline ({len(rows)} of {total if total is not None else len(frame):,} requests)")
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, out / "timeline.png", "Per-request timeline", ["TTFT", "stream", "failed"])
 
 
-def token_agreement(frame: RunFrame, out: Path) -> Plot:
-    """Server-reported vs client-counted output tokens per ok request."""
+def token_agreement(frame: RunFrame, out: Path, rate: float | None = None) -> Plot:
+    """Server-reported vs client-counted output tokens per ok request.
+
+    ``rate``: the run's token mismatch rate when ``frame`` holds a sample of its requests (a large run)."""
     c = frame.cols
     srv = c["output_tokens_server"]
     cli = np.where(np.isnan(c["output_tokens_retokenized"]), c["output_tokens_events"], c["output_tokens_retokenized"])
@@ -185,7 +202,7 @@ def token_agreement(frame: RunFrame, out: Path) -> Plot:
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "the server reported no token counts", ha="center", va="center", transform=ax.transAxes)
-    rate = m.token_mismatch_rate(frame.records)
+    rate = m.token_mismatch_rate(frame.records) if rate is None else rate
     ax.set_xlabel("server-reported output tokens (tokens)")
     ax.set_ylabel("client-counted output tokens (tokens)")
     ax.set_title(f"Token-count agreement (mismatch rate {rate:.2%})")

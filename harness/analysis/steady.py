@@ -58,11 +58,13 @@ def concurrency_per_bin(send_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int, n_b
         return np.zeros(0)
     s = (send_ns - t0_ns).astype(np.float64) / bin_ns
     e = (end_ns - t0_ns).astype(np.float64) / bin_ns
-    e = np.maximum(e, s)
+    np.maximum(e, s, out=e)
     # integral of the in-flight step function: F(x) = sum over requests of clip(x - s, 0, e - s);
     # c[k] = F(k + 1) - F(k), computed with sorted starts/ends and cumulative sums.
     edges = np.arange(n_bins + 1, dtype=np.float64)
-    ss, es = np.sort(s), np.sort(e)
+    s.sort()
+    e.sort()
+    ss, es = s, e  # sorted in place: a 10-million-request run holds two fewer copies
     cs, ce = np.concatenate(([0.0], np.cumsum(ss))), np.concatenate(([0.0], np.cumsum(es)))
     ks = np.searchsorted(ss, edges, side="right")
     ke = np.searchsorted(es, edges, side="right")

@@ -325,13 +325,17 @@ def to_markdown(summary: dict, title: str = "Run summary") -> str:
     sw = summary.get("steady_window_info") or {}
     if sw:
         lines += [f"Steady window: {sw.get('reason', '')} ({_fmt(sw.get('duration_s'))} s).", ""]
+    if pct := (summary.get("percentiles") or {}).get("text"):  # harness report: how percentiles were computed
+        lines += [f"Percentiles: {pct}.", ""]
     lines += ["| metric | value |", "|---|---|"]
     for d in m.run_metrics():  # the dictionary's run metrics, as declared (label, unit, show)
         v = summary.get(d.name)
         if d.show == "always" or (d.show == "nonzero" and v):
             lines.append(f"| {d.label or d.name} ({d.unit}) | {_fmt(v)} |")
-    lines += ["", "| latency (ms) | count | mean | p50 | p90 | p95 | p99 | p99.9 | max |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    methods = (summary.get("percentiles") or {}).get("method") or {}
+    hdr = "hdr" in methods.values()  # a large run: say per row which percentiles are HdrHistogram's
+    lines += ["", "| latency (ms) | count | mean | p50 | p90 | p95 | p99 | p99.9 | max |" + (" percentiles |" if hdr else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|" if hdr else "")]
     for name in (*REQUEST_METRICS, *GAP_METRICS):
         d = m.METRICS[name]
         unit = d.unit
@@ -339,6 +343,8 @@ def to_markdown(summary: dict, title: str = "Run summary") -> str:
             continue  # e.g. reasoning and tool-call metrics of a run without either
         row = [_fmt(summary.get(f"{name}_count"))] + [
             _fmt(summary.get(f"{name}_{s}_{unit}")) for s in ("mean", "p50", "p90", "p95", "p99", "p99_9", "max")]
+        if hdr:
+            row.append("HdrHistogram (3 digits)" if methods.get(name) == "hdr" else "exact")
         lines.append(f"| {name}{'' if unit == 'ms' else f' ({unit})'} | " + " | ".join(row) + " |")
     by_turn = summary.get("ttft_by_turn") or {}
     if by_turn:
