@@ -472,9 +472,10 @@ class LeanStream:
             self.record(self.prefix, index, t_ns)
         if index == 1:
             self.first_ns = t_ns
-        self.last = _monotonic()
+        self.last = last = t_ns / 1e9  # time.monotonic_ns and time.monotonic read one clock
         if out.finish_reason is None:
-            self._schedule()
+            due, ka = stream._next_t, last + self.keepalive_s
+            self.ticker.call_at(due if due < ka else ka, self._due)
             return
         timing = self.timing
         timing.queued_ns = out.queued_ns or timing.validated_ns
