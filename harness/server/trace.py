@@ -10,12 +10,15 @@ have no per-token writes and are not traced)::
 client's ``x-request-id`` header when given, else an id the server made; either way it is echoed
 in the response's ``x-request-id`` header.
 
-What "written" means: ``t_ns`` is ``time.monotonic_ns()`` read right after the ASGI ``send`` of
-that event's body chunk returned. With uvicorn that call has handed the bytes (chunk header,
+What "written" means: ``t_ns`` is ``time.monotonic_ns()`` read right after the event's bytes were
+handed to the connection: on the lean path of the simulated backend (:mod:`harness.server.lean`)
+right after the ``transport.write`` of its chunk, else right after the ASGI ``send`` of that
+event's body chunk returned. With uvicorn that call has handed the bytes (chunk header,
 event, CRLF) to the transport, which writes them to the socket at once (one ``send`` syscall)
 unless the kernel buffer is full, in which case they wait in the transport buffer and ``send``
 waits for it to drain. So the stamp is taken after the bytes reached the kernel (or the transport
-buffer under backpressure), before any network transit. CLOCK_MONOTONIC is shared by all
+buffer under backpressure; the lean path writes no token while the transport is over its
+high-water mark and waits for it to drain first), before any network transit. CLOCK_MONOTONIC is shared by all
 processes on one host, so client stamps (``time.monotonic_ns``/``perf_counter_ns``) compare.
 
 Lines are buffered in memory, written by a worker thread every second and at shutdown, so the
