@@ -30,12 +30,12 @@ before the chunked terminator). An error object mid-stream (``{"error": {...}}``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 
 from harness.client.base import StreamClient
 from harness.client.errors import classify_event, format_error, parse_error_payload
 from harness.client.sse import Event
+from harness.client.sse import loads as sse_loads
 from harness.client.tgi import _malformed
 from harness.records import RequestRecord
 from harness.workload.prompt import Prompt
@@ -83,7 +83,7 @@ class OpenAIClient(StreamClient):
 
     def read_stream(self, events: Iterator[Event], rec: RequestRecord, texts: list[str] | None,
                     on_text: Callable[[str], None] | None) -> bool:
-        loads = json.loads
+        loads = sse_loads
         token_ns = rec.token_ns
         per_event = rec.tokens_per_event
         # This attempt's channel values are locals (an answer event costs one comparison more than

@@ -16,12 +16,12 @@ ends without the last event is ``incomplete``, never ok. A stray ``[DONE]`` is i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 
 from harness.client.base import StreamClient
 from harness.client.errors import classify_event, format_error, parse_error_payload
 from harness.client.sse import Event
+from harness.client.sse import loads as sse_loads
 from harness.records import Outcome, RequestRecord
 from harness.workload.prompt import Prompt
 
@@ -49,7 +49,7 @@ class TgiClient(StreamClient):
 
     def read_stream(self, events: Iterator[Event], rec: RequestRecord, texts: list[str] | None,
                     on_text: Callable[[str], None] | None) -> bool:
-        loads = json.loads
+        loads = sse_loads
         token_ns = rec.token_ns
         per_event = rec.tokens_per_event
         for t, data, event in events:

@@ -57,12 +57,30 @@ class Guard:
             pass
 
 
+def _cooperative_parts(sock: socket.socket) -> tuple | None:
+    """``(raw non-blocking socket, wait, read watcher)`` of a gevent socket, else None.
+
+    gevent's ``recv_into`` tries the raw socket first and, on EAGAIN (an exception), waits on the
+    socket's read watcher and tries again: per token event one failed syscall, one exception and a
+    Python read loop. A stream's next event is almost never there yet when the previous one has been
+    handled, so :class:`GuardedSocketIO` waits first and reads once (``_wait`` and ``_read_event`` are
+    gevent's socket internals; any other socket takes the ordinary path).
+    """
+    if not type(sock).__module__.startswith("gevent"):
+        return None
+    raw, wait, event = (getattr(sock, name, None) for name in ("_sock", "_wait", "_read_event"))
+    if raw is None or wait is None or event is None or raw.gettimeout() != 0.0:
+        return None
+    return raw, wait, event
+
+
 class GuardedSocketIO(socket.SocketIO):
     """``socket.SocketIO`` whose reads are timed by the watchdog (raise TimeoutError when cut)."""
 
     def __init__(self, sock: socket.socket, guard: Guard) -> None:
         super().__init__(sock, "rb")
         self._guard = guard
+        self._coop = _cooperative_parts(sock)
 
     def readinto(self, b) -> int | None:
         g = self._guard
@@ -70,7 +88,18 @@ class GuardedSocketIO(socket.SocketIO):
             raise TimeoutError("timed out")
         g.waiting_since = _clock()
         try:
-            n = super().readinto(b)
+            coop = self._coop
+            if coop is None:
+                n = super().readinto(b)
+            else:
+                raw, wait, event = coop
+                while True:
+                    wait(event)
+                    try:
+                        n = raw.recv_into(b)
+                        break
+                    except (BlockingIOError, InterruptedError):  # woken without data: wait again
+                        continue
         except OSError as exc:
             if g.expired:
                 raise TimeoutError("timed out") from exc
