@@ -46,3 +46,42 @@ def test_channel_rows_only_for_reasoning_and_tool_traffic_with_the_dictionary_va
     # HdrHistogram: 3 significant digits
     assert abs(answer["p50"] - out["ttft_answer"]) <= out["ttft_answer"] * 1e-3
     assert abs(tool["p50"] - out["tool_call"]) <= out["tool_call"] * 1e-3 + 0.01
+
+
+FOLD_PROBE = r'''
+import json, random
+from harness.locust.live import FOLD_RECORDS, LiveStats, record_us
+from harness.metrics import HdrAccumulator
+from harness.records import RequestRecord
+
+random.seed(7)
+values = [random.choice([0, 1, 5, 2047, 2048, 2049, 4097]) for _ in range(50)]
+values += [random.randint(1, 10**10) for _ in range(2000)] + [-3]
+batch, single = HdrAccumulator(), HdrAccumulator()
+record_us(batch, values)
+for v in values:
+    single.record_ms(v / 1000.0)
+recs = []
+for i in range(FOLD_RECORDS + 5):
+    t0 = i * 10**9
+    toks = sorted(t0 + random.randint(10**6, 10**9) for _ in range(random.choice([1, 2, 64])))
+    recs.append(RequestRecord(send_ns=t0, intended_ns=t0, token_ns=toks, tokens_per_event=[1] * len(toks),
+                              output_tokens_events=len(toks), end_ns=toks[-1], outcome="ok"))
+stats = LiveStats()
+for r in recs:
+    stats.add(r)
+gaps = HdrAccumulator()
+for r in recs:  # itl_ms's gaps, rounded to us in integer arithmetic
+    for a, b in zip(r.token_ns, r.token_ns[1:]):
+        gaps.h.record_value(max(1, (b - a + 500) // 1000))
+print(json.dumps({"batch": batch.encode(), "single": single.encode(), "summary": [batch.summary_ms(), single.summary_ms()],
+                  "itl": stats.take_delta()["hist"]["itl"], "itl_single": gaps.encode()}))
+'''
+
+
+def test_batched_recording_equals_recording_one_by_one():
+    out = json.loads(subprocess.run([sys.executable, "-c", FOLD_PROBE], capture_output=True, text=True, timeout=60,
+                                    check=True).stdout)
+    assert out["batch"] == out["single"]
+    assert out["summary"][0] == out["summary"][1]
+    assert out["itl"] == out["itl_single"]  # folded in batches of FOLD_RECORDS and at the view
