@@ -281,7 +281,9 @@ def read_guidellm(path: Path) -> list[ToolRequest]:
 
 def read_harness(records_path: Path) -> list[ToolRequest]:
     """The harness's ``records.jsonl``: ``send_ns`` and ``token_ns`` on CLOCK_MONOTONIC, its request id sent as
-    X-Request-Id. TTFT = first token - send; TPOT = (last - first) / (events - 1)."""
+    X-Request-Id. TTFT and TPOT are its own (harness.metrics.ttft_ms, tpot_ms: (last event - first
+    event) / (output tokens - 1)); ITL: every gap between token events."""
+    from harness import metrics
     from harness.records import iter_records
 
     out = []
@@ -289,11 +291,10 @@ def read_harness(records_path: Path) -> list[ToolRequest]:
         if r.send_ns is None or not r.token_ns or r.outcome != "ok":
             continue
         tok = list(r.token_ns)
-        n = len(tok)
-        tpot = (tok[-1] - tok[0]) / (n - 1) / 1e6 if n > 1 else None
-        out.append(ToolRequest(r.request_id, (tok[0] - r.send_ns) / 1e6, r.send_ns, tok,
-                               [(b - a) / 1e6 for a, b in itertools.pairwise(tok)], tpot,
-                               (1, n, n - 1) if tpot is not None else None))
+        tpot = metrics.tpot_ms(r)
+        k = metrics.output_tokens(r) - 1
+        out.append(ToolRequest(r.request_id, metrics.ttft_ms(r), r.send_ns, tok, metrics.itl_ms(r), tpot,
+                               (1, len(tok), k) if tpot is not None else None))
     return out
 
 

@@ -102,7 +102,9 @@ def test_aiperf_raw_export(tmp_path: Path, trace: dict) -> None:
 
 def test_harness_records(tmp_path: Path, trace: dict) -> None:
     lines = [RequestRecord(request_id=f"hx-{j}", send_ns=SEND + j * 1000 * MS,
-                           token_ns=[client_ns(j, k) for k in range(1, N + 1)]).to_json() for j in range(2)]
+                           token_ns=[client_ns(j, k) for k in range(1, N + 1)], tokens_per_event=[1] * N,
+                           output_tokens_events=N).to_json()
+             for j in range(2)]
     (tmp_path / "records.jsonl").write_text("\n".join(lines) + "\n")
     fig = peers.figures(peers.read_harness(tmp_path / "records.jsonl"), trace, 200.0, 20.0)
     check_joined(fig)
