@@ -47,7 +47,7 @@ from harness.analysis.timeseries import TimeSeries
 
 STREAM_MIN_BYTES = 256 * 1024 * 1024  #: records files larger than this are read in chunks (harness report)
 CHUNK_BYTES = 32 * 1024 * 1024  #: bytes of JSONL per worker task
-EXACT_BUDGET_BYTES = 600 * 1024 * 1024  #: exact values kept for percentiles, at most (estimated up front)
+EXACT_BUDGET_BYTES = 400 * 1024 * 1024  #: exact values kept for percentiles, at most (estimated up front)
 SAMPLE_ROWS = 20_000  #: rows kept whole for the token-agreement and user-registered plots
 TOKEN_BIN_NS = 10 * m.NS_PER_MS  #: resolution of output tokens by arrival time before per-second binning
 #: distributions besides the request metrics (ok requests), with their units
@@ -596,7 +596,9 @@ def analyse_stream(s: Stream, slo: m.Slo | None, steady: bool = True,
     """As :func:`harness.analysis.summary.analyse`, for a stream."""
     oc = s.outcome
     live = oc != _DROPPED
-    window = detect(s.send_ns[live], s.end_ns[live], warmup_s, s.send_ns[oc == _CANCELLED])
+    every = live.all()  # then no copies of the run's times
+    window = detect(s.send_ns if every else s.send_ns[live], s.end_ns if every else s.end_ns[live], warmup_s,
+                    s.send_ns[oc == _CANCELLED])
     applied = window is not None and ((steady and window.detected) or warmup_s > 0)
     summary = summarize_stream(s, slo, window.as_tuple() if applied else None)  # type: ignore[union-attr]
     summary["steady_window_info"] = None if window is None else {**window.to_dict(), "applied": applied}
@@ -622,15 +624,21 @@ def per_second(s: Stream) -> TimeSeries | None:
     t0 = int(send[has].min())
     t_end = int(max(end.max(), send.max()))
     n = int((t_end - t0) // m.NS_PER_S) + 1
-    sbin = np.where(has, (send - t0) // m.NS_PER_S, -1)
-    ebin = np.where(end >= 0, (end - t0) // m.NS_PER_S, -1)
     ok = s.ok
     dropped = s.outcome == _DROPPED
-    sent = np.bincount(sbin[has & ~dropped], minlength=n)[:n]
+    live = has & (end >= 0) & ~dropped
+    every = live.all()  # then no copies of the run's times (this runs on millions of requests)
+    in_flight = concurrency_per_bin(send if every else send[live], end if every else end[live], t0, n)
+    ebin = end - t0
+    ebin //= m.NS_PER_S
+    ebin[end < 0] = -1
     completed = np.bincount(ebin[ok & (ebin >= 0)], minlength=n)[:n]
     failed = np.bincount(ebin[~ok & ~dropped & (ebin >= 0)], minlength=n)[:n]
-    live = has & (end >= 0) & ~dropped
-    in_flight = concurrency_per_bin(send[live], end[live], t0, n)
+    del ebin
+    sbin = send - t0
+    sbin //= m.NS_PER_S
+    sbin[~has] = -1
+    sent = np.bincount(sbin[has & ~dropped], minlength=n)[:n]
     lo, w = s.tokens
     tok = np.zeros(n)
     if len(w):
@@ -667,15 +675,17 @@ def cdf_panels(s: Stream) -> list[tuple[str, np.ndarray, np.ndarray, float | Non
         if methods[name] == "exact":
             if name == "ttft":
                 v = s.ttft[s.ok]
-            elif name == "itl":
-                v = np.concatenate([pt.gaps["itl"] for pt in s.parts]) if s.parts else np.zeros(0)  # type: ignore[index]
+            elif name == "itl":  # above CDF_EXACT_MAX gaps, every k-th of each part (display only)
+                total = sum(len(pt.gaps["itl"]) for pt in s.parts)  # type: ignore[index]
+                k = max(1, int(np.ceil(total / CDF_EXACT_MAX)))
+                v = np.concatenate([pt.gaps["itl"][::k] for pt in s.parts]) if s.parts else np.zeros(0)  # type: ignore[index]
             else:
                 v = np.concatenate([pt.exact[name][pt.outcome == _OK] for pt in s.parts  # type: ignore[index]
                                     if pt.exact.get(name) is not None] or [np.zeros(0)])
             v = v[~np.isnan(v)]
-            n = len(v)
+            n = total if name == "itl" else len(v)
             sampled = n > CDF_EXACT_MAX
-            v = np.sort(v[:: int(np.ceil(n / CDF_EXACT_MAX))] if sampled else v)
+            v = np.sort(v if name == "itl" else v[:: int(np.ceil(n / CDF_EXACT_MAX))] if sampled else v)
             if not n:
                 out.append((name, v, v, None, None, 0, ""))
                 continue

@@ -113,9 +113,7 @@ def test_chunked_report_equals_the_exact_report(tmp_path):
     assert chunked.summary["percentiles"]["text"] == "exact (from every record)"
     assert [p.path.name for p in exact.plots] == [p.path.name for p in chunked.plots]
     assert json.loads((tmp_path / "chunked" / "summary.json").read_text())["whole_run"]["requests"] == len(recs)
-    for name in ("summary.md", "report.html"):
-        assert (tmp_path / "chunked" / name).read_text() == (tmp_path / "exact" / name).read_text().replace(
-            str(tmp_path / "exact"), str(tmp_path / "chunked")) or name == "report.html"
+    assert (tmp_path / "chunked" / "summary.md").read_text() == (tmp_path / "exact" / "summary.md").read_text()
 
 
 def test_histogram_report_is_hdrhistogram_of_the_window_values(tmp_path):
