@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 
 from server_sse_util import start_server
 
@@ -67,3 +68,31 @@ def test_lean_answers_match_the_framework_routes(tmp_path) -> None:
     assert b'"usage":{' in lean[6] and b'"tool_calls":[' in lean[7] and b"data: [DONE]" in lean[9]
     r0 = sorted(x["index"] for x in lean_trace if x["request_id"] == "r0")
     assert r0 == [1, 2, 3, 4]
+
+
+def test_lean_stream_waits_for_a_slow_reader(tmp_path) -> None:
+    """A client that stops reading (21 MB of events wait) gets every event in order once it reads
+    again: the lean path waits for the transport to drain instead of dropping or reordering."""
+    trace = tmp_path / "trace.jsonl"
+    n = 30000
+    srv = start_server(["--model", "simulated", "--sim-ttft-ms", "1", "--sim-itl-ms", "0.01", "--sim-output-tokens",
+                        "0", "--max-input-tokens", "16", "--max-total-tokens", "40000", "--trace-file", str(trace)],
+                       tmp_path / "srv")
+    try:
+        with socket.socket() as s:
+            s.settimeout(60)
+            s.connect(("127.0.0.1", srv.port))
+            body = b'{"inputs":"a","parameters":{"max_new_tokens":%d,"top_n_tokens":5}}' % n
+            s.sendall(b"POST /generate_stream HTTP/1.1\r\nHost: x\r\nx-request-id: slow\r\nContent-Length: %d\r\n"
+                      b"Connection: close\r\n\r\n" % len(body) + body)
+            time.sleep(1.0)  # the server fills the socket buffers and the transport's, then waits
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+    finally:
+        assert srv.stop() == 0
+    indices = [json.loads(line[6:])["index"] for line in out.decode().split("\n") if line.startswith("data: {")]
+    assert indices == list(range(1, n + 1))
+    assert out.endswith(b"\r\n0\r\n\r\n")
+    traced = sorted(json.loads(line)["index"] for line in trace.read_text().splitlines())
+    assert traced == list(range(1, n + 1))
