@@ -5,6 +5,8 @@ first token; ITL error: client gap - server gap, absolute), harness.calibration.
 (DESIGN.md): p50 <= 0.2 ms and p99 <= 1 ms. The baseline, in the same run, is the same
 measurement at a light load (16 streams, 625 tokens/s): the ratio measured/baseline shows how much
 of the error is load, and the baseline itself shows the machine's floor (scheduling, loopback).
+Each level's line gives the load average and CPU pressure (PSI some avg10) at the end of its CPU
+window, and the run starts by printing them: on a shared machine the tails measure the machine.
 
     .venv/bin/python benchmarks/client_accuracy.py [--duration 20] [--nice -10] [--out reports/bench]
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 import benchlib
 
 from harness.calibration.levels import Level, run_level
+from harness.calibration.result import machine_info
 
 TARGET_P50_MS, TARGET_P99_MS = 0.2, 1.0
 
@@ -34,6 +37,8 @@ def main() -> int:
     ap.add_argument("--pin", action="store_true", help="server on CPU 0, Locust on CPU 1")
     ap.add_argument("--out", default=None, help="JSON dir (default reports/bench)")
     a = ap.parse_args()
+    print(f"  at start: load average {machine_info()['loadavg_1_5_15']}, CPU pressure (PSI some avg10) "
+          f"{machine_info()['cpu_pressure_some_avg10']}%")
     base_level = Level(a.baseline_streams, a.tokens_per_s * a.baseline_streams / a.streams)
     level = Level(a.streams, a.tokens_per_s)
     with tempfile.TemporaryDirectory(prefix="client-accuracy-") as tmp:
@@ -47,7 +52,9 @@ def main() -> int:
         print(f"  {name:<9} {f['achieved_tokens_per_s']:7.0f} tok/s  TTFT err p50 {t['p50']:.3f} p99 {t['p99']:.3f} "
               f"max {t['max']:.3f} | |ITL err| p50 {i['p50']:.3f} p99 {i['p99']:.3f} max {i['max']:.3f} | "
               f"client CPU {f.get('client_cpu_percent', float('nan')):.1f}% server CPU "
-              f"{f.get('server_cpu_percent', float('nan')):.1f}% | joined {f['join_coverage']:.4f}")
+              f"{f.get('server_cpu_percent', float('nan')):.1f}% ({f.get('client_us_per_event', float('nan')):.1f} "
+              f"us/event) | joined {f['join_coverage']:.4f} | load {f.get('loadavg_1m')}, PSI "
+              f"{f.get('cpu_pressure_some_avg10')}%")
     checks = [benchlib.check(f"{k} error {p}", fig[key][p], target, "<=", "ms")
               for k, key in (("TTFT", "ttft_error_ms"), ("|ITL|", "itl_abs_error_ms"))
               for p, target in (("p50", TARGET_P50_MS), ("p99", TARGET_P99_MS))]

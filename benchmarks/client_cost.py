@@ -7,9 +7,13 @@ with the same script (default 256 streams, 10k tokens/s, 64 tokens per request):
 - ``bare`` (the baseline): benchmarks/locustfiles/bare_clients.py ``BareUser``: socket + readline,
   ``json.loads`` and a timestamp per event, TTFT/E2E request events per request;
 - ``httpx``: the same with ``httpx.Client`` + ``httpx_sse`` (reference only).
-CPU per event = Locust process CPU seconds (psutil, user + system) over the measured window /
-token events the server wrote in that window (its --trace-file), in microseconds. Target:
-harness <= 1.5 x bare. The join with the server trace also gives each client's timing error.
+CPU per event (steady state) = Locust process CPU seconds (user + system, /proc/PID/stat) over
+the measured window / token events the server wrote in that window (its --trace-file), in
+microseconds. The window starts after the warm-up (and the ramp) and ends before Locust's stop, so
+start-up, spawning and the stop are left out (harness.calibration.levels.run_level). Target
+(issue 17): harness <= 20 us per token event at 256 streams; the ratio to bare (former target
+<= 1.5x) is kept as a secondary figure. Each client's line gives the load average and CPU
+pressure at its window's end. The join with the server trace also gives each client's timing error.
 
     .venv/bin/python benchmarks/client_cost.py [--streams 256 --tokens-per-s 10000 --duration 15]
 """
@@ -23,8 +27,10 @@ from pathlib import Path
 import benchlib
 
 from harness.calibration.levels import Level, run_level
+from harness.calibration.result import machine_info
 
-TARGET_RATIO = 1.5
+TARGET_US_PER_EVENT = 20.0
+REFERENCE_RATIO = 1.5  #: the former target harness / bare, reported as a secondary figure
 BARE = Path(__file__).resolve().parent / "locustfiles" / "bare_clients.py"
 
 
@@ -41,6 +47,8 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="JSON dir (default reports/bench)")
     a = ap.parse_args()
     level = Level(a.streams, a.tokens_per_s)
+    print(f"  at start: load average {machine_info()['loadavg_1_5_15']}, CPU pressure (PSI some avg10) "
+          f"{machine_info()['cpu_pressure_some_avg10']}%")
     kinds = [k.strip() for k in a.clients.split(",") if k.strip()]
     figs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="client-cost-") as tmp:
@@ -60,20 +68,23 @@ def main() -> int:
         print(f"  {kind:<8} {f.get('client_us_per_event', float('nan')):7.2f} us/event  client CPU "
               f"{f.get('client_cpu_percent', float('nan')):5.1f}%  {f.get('cpu_window_events', 0)} events  "
               f"{f['achieved_tokens_per_s']:7.0f} tok/s | error TTFT p50 {f['ttft_error_ms']['p50']:.3f} "
-              f"p99 {f['ttft_error_ms']['p99']:.3f}, |ITL| p99 {f['itl_abs_error_ms']['p99']:.3f} ms")
+              f"p99 {f['ttft_error_ms']['p99']:.3f}, |ITL| p99 {f['itl_abs_error_ms']['p99']:.3f} ms | load "
+              f"{f.get('loadavg_1m')}, PSI {f.get('cpu_pressure_some_avg10')}%")
     checks, ratios = [], {}
+    if figs.get("harness", {}).get("client_us_per_event"):
+        checks.append(benchlib.check("harness CPU per token event (steady)", figs["harness"]["client_us_per_event"],
+                                     TARGET_US_PER_EVENT, "<=", "us"))
     if "bare" in figs and figs["bare"].get("client_us_per_event"):
         base = figs["bare"]["client_us_per_event"]
         for kind in figs:
             if kind != "bare" and figs[kind].get("client_us_per_event"):
                 ratios[f"{kind}_vs_bare"] = figs[kind]["client_us_per_event"] / base
-        if "harness_vs_bare" in ratios:
-            checks.append(benchlib.check("harness / bare CPU per event", ratios["harness_vs_bare"], TARGET_RATIO,
-                                         "<=", "x"))
-        if "httpx_vs_bare" in ratios:
-            print(f"  httpx / bare CPU per event: {ratios['httpx_vs_bare']:.2f} x (reference)")
+        for kind, r in ratios.items():
+            print(f"  {kind.replace('_vs_', ' / ')} CPU per event: {r:.2f} x (secondary; former target "
+                  f"<= {REFERENCE_RATIO:g} x for the harness)")
     doc = {"benchmark": "client_cost", **benchlib.stamp(), "level": level.label, "duration_s": a.duration,
-           "nice": a.nice, "pin": a.pin, "clients": figs, "ratios": ratios, "checks": checks,
+           "nice": a.nice, "pin": a.pin, "clients": figs, "ratios": ratios, "reference_ratio": REFERENCE_RATIO,
+           "checks": checks,
            "pass": bool(checks) and all(c["pass"] for c in checks)}
     print(f"wrote {benchlib.write('client_cost', doc, a.out)}")
     return 0

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.calibration.join import join, read_trace
+from harness.calibration.result import cpu_pressure
 from harness.records import iter_records
 from harness.server_process import ServerProcess
 
@@ -187,7 +188,8 @@ def run_level(level: Level, out_dir: Path, duration_s: float, warmup_s: float, r
             time.sleep(max(0.0, min(measured_s, t0 + duration_s + 0.5 - time.monotonic())))
             c1, s1, m1 = _cpu_s(proc.pid), _cpu_s(server.proc.pid), time.monotonic_ns()
             if None not in (c0, c1, s0, s1) and m1 > m0:
-                cpu = {"client_cpu_s": c1 - c0, "server_cpu_s": s1 - s0, "cpu_from_ns": m0, "cpu_to_ns": m1}
+                cpu = {"client_cpu_s": c1 - c0, "server_cpu_s": s1 - s0, "cpu_from_ns": m0, "cpu_to_ns": m1,
+                       "loadavg_1m": round(os.getloadavg()[0], 2), "cpu_pressure_some_avg10": cpu_pressure()}
             try:
                 rc = proc.wait(timeout=duration_s + 60)
             except subprocess.TimeoutExpired:
@@ -212,7 +214,9 @@ def level_figures(level: Level, records_file: Path, trace_path: Path, warmup_s: 
     window starts ``warmup_s`` after the first send. With ``cpu`` (CPU seconds of client and server
     between ``cpu_from_ns`` and ``cpu_to_ns``): ``client_cpu_percent`` = 100 x client CPU s / window
     s (likewise the server), and ``client_us_per_event`` = client CPU s / token events the server
-    wrote in that window x 1e6.
+    wrote in that window x 1e6 (the steady state: the window starts after the warm-up and the ramp and
+    ends before Locust's stop; CPU is user + system time from /proc). ``loadavg_1m`` and
+    ``cpu_pressure_some_avg10`` (PSI, %) are the machine's at the window's end.
     """
     records = list(iter_records(records_file))
     sends = [r.send_ns for r in records if r.send_ns is not None]
@@ -236,7 +240,8 @@ def level_figures(level: Level, records_file: Path, trace_path: Path, warmup_s: 
         events = sum(1 for per in trace.values() for t in per.values() if lo <= t <= hi)
         out.update(client_cpu_percent=round(100 * cpu["client_cpu_s"] / secs, 2),
                    server_cpu_percent=round(100 * cpu["server_cpu_s"] / secs, 2), cpu_window_s=round(secs, 3),
-                   cpu_window_events=events)
+                   cpu_window_events=events, loadavg_1m=cpu.get("loadavg_1m"),
+                   cpu_pressure_some_avg10=cpu.get("cpu_pressure_some_avg10"))
         if events:
             out["client_us_per_event"] = round(cpu["client_cpu_s"] / events * 1e6, 2)
             out["server_us_per_event"] = round(cpu["server_cpu_s"] / events * 1e6, 2)
