@@ -163,7 +163,7 @@ def run_one(tool: str, streams: int, rounds: int, work: Path, bins: dict[str, Pa
     return fig
 
 
-def fidelity(streams: int, seconds: float, work: Path, gbin: Path, tok: Path) -> dict:
+def fidelity(streams: int, seconds: float, work: Path, gbin: Path) -> dict:
     """The harness client (openai protocol) at ``streams`` against our simulated server, then against
     ``guidellm mock-server`` with the same script; client-observed ITL and TTFT (ms) of each."""
     out = {}
@@ -175,7 +175,7 @@ def fidelity(streams: int, seconds: float, work: Path, gbin: Path, tok: Path) ->
             server = ServerProcess.serve(server_args(d / "trace.jsonl", streams), d, 60.0, log_name="server.log")
         else:
             port = free_port()
-            server = ServerProcess(peers.mock_server_command(gbin, port, TTFT_MS, ITL_MS, TOKENS, tok), port,
+            server = ServerProcess(peers.mock_server_command(gbin, port, TTFT_MS, ITL_MS, TOKENS), port,
                                    d / "server.log", ready_path="/health").start(90.0)
         try:
             rc, _ = run_tree(harness_command(server.url, streams, seconds, d / "run"), d, d / "tool.log",
@@ -295,7 +295,7 @@ def main() -> int:
             top = max(a.levels)
             print(f"  fidelity at {top} streams: reference vs guidellm mock-server ...", flush=True)
             try:
-                fid = fidelity(top, 5.0 if a.quick else 15.0, work, bins["guidellm"], tok)
+                fid = fidelity(top, 5.0 if a.quick else 15.0, work, bins["guidellm"])
             except (RuntimeError, OSError) as exc:
                 print(f"  fidelity: {exc}", file=sys.stderr)
                 fid = {"error": str(exc).splitlines()[0]}

@@ -155,11 +155,14 @@ def command(name: str, bin_dir: Path, s: RunSpec) -> list[str]:
     raise KeyError(name)
 
 
-def mock_server_command(bin_dir: Path, port: int, ttft_ms: float, itl_ms: float, tokens: int,
-                        tokenizer: Path) -> list[str]:
-    """``guidellm mock-server`` on 127.0.0.1:``port`` with the same script (no jitter, one worker)."""
+def mock_server_command(bin_dir: Path, port: int, ttft_ms: float, itl_ms: float, tokens: int) -> list[str]:
+    """``guidellm mock-server`` on 127.0.0.1:``port`` with the same script (no jitter, one worker).
+
+    No ``--processor``: 0.8.1 loads it with the slow ``PreTrainedTokenizer`` base class, which fails on
+    a tokenizer.json-only directory (NotImplementedError in get_vocab); its own mock tokenizer is used.
+    """
     return [str(bin_dir / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--model", "simulated", "--processor", str(tokenizer), "--ttft-ms", f"{ttft_ms:g}", "--ttft-ms-std", "0",
+            "--model", "simulated", "--ttft-ms", f"{ttft_ms:g}", "--ttft-ms-std", "0",
             "--itl-ms", f"{itl_ms:g}", "--itl-ms-std", "0", "--output-tokens", str(tokens), "--output-tokens-std", "0"]
 
 
