@@ -45,11 +45,12 @@ header list, same events (one formatting function), same chunk framing as uvicor
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic_core import from_json
 from starlette.types import Receive, Scope, Send
 
 from harness.server import httputil
@@ -58,7 +59,7 @@ from harness.server.backends.base import REQUEST_ARRIVAL_NS, GenerationError, St
 from harness.server.backends.simulated import EARLY_S, SimulatedBackend, SimulatedStream
 from harness.server.generation import Service, Timing
 from harness.server.infer_errors import GenerationFailed, IncompleteGenerationStream, InferError, Overloaded
-from harness.server.native_routes import native_error_chunk, native_token_event, stream_headers
+from harness.server.native_routes import native_error_chunk, native_token_event, stream_header_list
 from harness.server.openai_routes import (
     DONE,
     ChatStreamFormat,
@@ -69,6 +70,7 @@ from harness.server.openai_routes import (
     completion_parameters,
     openai_error_chunk,
 )
+from harness.server.request_log import log as _request_log
 from harness.server.request_log import log_request, trace_id_from_scope
 from harness.server.schemas import (
     ChatRequest,
@@ -77,7 +79,7 @@ from harness.server.schemas import (
     GenerateParameters,
     GenerateRequest,
 )
-from harness.server.sse_response import KEEPALIVE, data_event, dumps, encode_str
+from harness.server.sse_response import KEEPALIVE, SSE_HEADERS, data_event, dumps, encode_str
 from harness.server.trace import TokenTrace
 from harness.server.validation import ValidRequest, default_parameters, parse_body
 
@@ -90,7 +92,6 @@ _now_ns = time.monotonic_ns
 #: routes whose overloaded answer is pre-built: path -> (stream answer?, or None: "stream" key decides)
 _OVERLOAD_ROUTES: dict[str, bool | None] = {"/generate": False, "/generate_stream": True, "/": None}
 _GENERATION_ROUTES = frozenset(("/generate", "/generate_stream", "/", "/v1/chat/completions", "/v1/completions"))
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _KEEPALIVE_CHUNK = b"%x\r\n%b\r\n" % (len(KEEPALIVE), KEEPALIVE)
 _BODY_END = {"type": "http.response.body", "body": b"", "more_body": False}
 
@@ -110,6 +111,11 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if k == name:
             return v
     return None
+
+
+def _sse_headers(svc: Service, inputs: str, rid: str) -> list[tuple[bytes, bytes]]:
+    """The header list of the framework's :class:`~harness.server.sse_response.SSEResponse`."""
+    return [*SSE_HEADERS, *stream_header_list(svc, inputs, rid)]
 
 
 def _request_id(scope: Scope) -> str:
@@ -250,7 +256,7 @@ class LeanPath:
     async def _overloaded(self, scope: Scope, send: Send, path: str, raw: bytes) -> bool:
         """The pre-built overloaded answer; False when the body needs the framework's checks."""
         try:
-            body = json.loads(raw)
+            body = from_json(raw)
         except ValueError:
             return False
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
@@ -276,13 +282,13 @@ class LeanPath:
                 await send({"type": "http.response.start", "status": 429, "headers": headers})
                 await send({"type": "http.response.body", "body": _OVERLOADED_JSON, "more_body": False})
             return True
-        headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in
-                                  stream_headers(svc, body["inputs"], rid_s).items()]
+        headers = _sse_headers(svc, body["inputs"], rid_s)
         if not _write_whole(send, 200, headers, _OVERLOADED_EVENT, True):
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": _OVERLOADED_EVENT, "more_body": False})
-        now = _now_ns()
-        log_request(rid_s, trace_id_from_scope(scope), REQUEST_ARRIVAL_NS.get() or now, 0, now, 0, "done")
+        if _request_log.isEnabledFor(logging.DEBUG):
+            now = _now_ns()
+            log_request(rid_s, trace_id_from_scope(scope), REQUEST_ARRIVAL_NS.get() or now, 0, now, 0, "done")
         return True
 
     async def _native(self, scope: Scope, receive: Receive, send: Send, cycle: Any,
@@ -340,7 +346,7 @@ class LeanPath:
         svc = self.svc
         timing = Timing(_now_ns())
         rid = _request_id(scope)
-        headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in stream_headers(svc, inputs, rid).items()]
+        headers = _sse_headers(svc, inputs, rid)
         trace_id = trace_id_from_scope(scope)
         arrival = REQUEST_ARRIVAL_NS.get() or timing.start_ns
         permits: list[Permit] = []

@@ -55,9 +55,15 @@ def _params(req: GenerateRequest) -> GenerateParameters:
     return req.parameters if req.parameters is not None else default_parameters()
 
 
+def stream_header_list(svc: Service, inputs: str, rid: str) -> list[tuple[bytes, bytes]]:
+    """A stream answer's own headers (after :data:`~harness.server.sse_response.SSE_HEADERS`)."""
+    return [(b"x-compute-type", svc.cfg.compute_type.encode()), (b"x-compute-characters", str(len(inputs)).encode()),
+            (b"x-accel-buffering", b"no"), (b"x-request-id", rid.encode())]
+
+
 def stream_headers(svc: Service, inputs: str, rid: str) -> dict[str, str]:
-    return {"x-compute-type": svc.cfg.compute_type, "x-compute-characters": str(len(inputs)),
-            "x-accel-buffering": "no", "x-request-id": rid}
+    """:func:`stream_header_list` as the ``headers`` of an :class:`SSEResponse`."""
+    return {k.decode(): v.decode() for k, v in stream_header_list(svc, inputs, rid)}
 
 
 def native_events(svc: Service, req: GenerateRequest, timing: Timing,

@@ -37,6 +37,8 @@ from harness.server.trace import TokenTrace
 
 encode_str: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 KEEPALIVE = b":\n\n"
+#: the first headers of every SSE answer
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 #: scope key holding the ASGI server's ``send`` (set by ``harness.server.app``'s application)
 RAW_SEND = "harness.raw_send"
 _TOKEN_CACHE: dict[tuple, str] = {}
@@ -124,8 +126,7 @@ class SSEResponse(Response):
         self.body_iter = body
         self.status_code = 200
         self.background = None
-        self.raw_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-        self.raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
+        self.raw_headers = [*SSE_HEADERS, *((k.encode(), v.encode()) for k, v in headers.items())]
         self.keepalive_s = keepalive_s
         self.trace = trace
         self.request_id = request_id
