@@ -10,6 +10,7 @@ every ``test_start``. Its role follows Locust's runner:
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import deque
 from datetime import datetime
@@ -31,6 +32,8 @@ DEFAULT_RUNS_ROOT = Path("reports") / "runs"
 
 #: pending records beyond which the drain greenlet stops waiting for an idle loop
 MAX_PENDING = 1000
+#: longest stretch of record processing per idle pass, ns (a token arriving meanwhile waits at most this)
+DRAIN_SLICE_NS = 150_000
 
 
 def scenario_name(user_classes: list[type]) -> str:
@@ -150,12 +153,18 @@ class RunContext:
             self._drainer = gevent.spawn(self._drain_when_idle)
 
     def _drain_when_idle(self) -> None:
+        # Each idle pass processes records for up to DRAIN_SLICE_NS (two or three of them), not one: an
+        # idle wait is a loop iteration of its own, per record it cost about as much as the record.
+        pending, clock = self._pending, time.monotonic_ns
         try:
-            while self._pending:
-                if len(self._pending) < MAX_PENDING:
+            while pending:
+                if len(pending) < MAX_PENDING:
                     gevent.idle()
-                if self._pending:
-                    self._process_guarded(*self._pending.popleft())
+                until = clock() + DRAIN_SLICE_NS
+                while pending:
+                    self._process_guarded(*pending.popleft())
+                    if clock() >= until:
+                        break
         finally:
             self._drainer = None
 
