@@ -4,7 +4,9 @@ Phases (nothing else runs in this process meanwhile):
 1. raw: the model in-process; prefill of the prompt at batch 1 (``logits_to_keep=1``, best of 3 per
    round), then greedy decode loops at batch B (``--raw-batches``, default 1 and 32) feeding
    ``past_key_values`` back, with transformers' ``DynamicCache`` and with the engine's in-place cache.
-   raw tokens/s = B * steps / decode time; the ratios use the faster raw variant.
+   raw tokens/s = B * steps / decode time; the ratios use the faster raw variant. The raw loop runs
+   the model as ``load_model`` returns it to the server (its CPU kernels included,
+   ``harness.server.models.cpu_kernels``), so both sides run the same forward in the same dtype.
 2. server: ``python -m harness serve --model M`` as a subprocess, driven over HTTP (``/generate_stream``,
    greedy, ``max_new_tokens`` fixed) at S concurrent streams started together (``--streams``, default
    1, 16 and 32; ``--max-batch-size`` = the largest S).

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
-from benchlib import ROOT, counts, stamp, write
+from benchlib import ROOT, counts, machine_info, stamp, write
 
 from harness.server.models import smollm2
 from harness.server_process import ServerProcess, free_port
@@ -135,7 +135,9 @@ async def load(srv: Server, streams: int, new_tokens: int) -> dict:
 
 
 def loadavg() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    """Load average (1/5/15 min) and CPU pressure (PSI some avg10) now."""
+    psi = machine_info()["cpu_pressure_some_avg10"]
+    return " ".join(f"{v:.2f}" for v in os.getloadavg()) + f", PSI {psi}%"
 
 
 def main() -> int:
