@@ -506,6 +506,7 @@ class LeanStream:
     def _end(self, status: str) -> None:
         self.finished = True
         self.status = status
+        self._due = None  # the bound method referred to self: no cycle left for the collector
         self.stream.cancel()
         for permit in self.permits:
             permit.release()
