@@ -66,14 +66,16 @@ def concurrency_per_bin(send_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int, n_b
     edges = np.arange(n_bins + 1, dtype=np.float64)
     s.sort()
     e.sort()
-    ss, es = s, e  # sorted in place: a 10-million-request run holds two fewer copies
-    cs, ce = np.zeros(len(ss) + 1), np.zeros(len(es) + 1)  # [0, cumsum...] without a second copy
-    np.cumsum(ss, out=cs[1:])
-    np.cumsum(es, out=ce[1:])
-    ks = np.searchsorted(ss, edges, side="right")
-    ke = np.searchsorted(es, edges, side="right")
-    started = ks * edges - cs[ks]  # sum over started requests of (x - s)
-    ended = ke * edges - ce[ke]  # sum over ended requests of (x - e)
+    # sorted and summed in place (a 10-million-request run holds no further copies):
+    # cs[k] = sum of the k smallest starts = cumsum(sorted s)[k - 1], 0 for k = 0
+    ks = np.searchsorted(s, edges, side="right")
+    ke = np.searchsorted(e, edges, side="right")
+    np.cumsum(s, out=s)
+    np.cumsum(e, out=e)
+    cs_k = np.where(ks > 0, s[np.maximum(ks - 1, 0)], 0.0) if len(s) else np.zeros(len(ks))
+    ce_k = np.where(ke > 0, e[np.maximum(ke - 1, 0)], 0.0) if len(e) else np.zeros(len(ke))
+    started = ks * edges - cs_k  # sum over started requests of (x - s)
+    ended = ke * edges - ce_k  # sum over ended requests of (x - e)
     area = started - ended
     return np.diff(area)
 

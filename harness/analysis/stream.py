@@ -362,34 +362,72 @@ def read_stream(path: str | os.PathLike[str], slo: m.Slo | None = None, workers:
     n = workers if workers is not None else (os.cpu_count() or 1)
     n = max(1, min(n, 8, len(tasks)))
     pool = _pool(n) if n > 1 else None
+    # each part's per-request arrays are copied into the run's arrays as it arrives (capacity from the
+    # estimate, grown when short), so the run never holds them twice
+    cols = _Columns(int(rows * 1.1) + 1024)
+    parts: list[Part] = []
+    whole = Agg()
+    samples, token_parts = [], []
     try:
-        parts = [pt for pt in _map(pool, tasks) if pt.n]
+        for pt in _map(pool, tasks):
+            if not pt.n:
+                continue
+            cols.append(pt)
+            whole.add(pt.agg)
+            if pt.sample is not None:
+                samples.append(pt.sample)
+            token_parts.append(pt.tokens)
+            pt.sample, pt.tokens = None, (0, np.zeros(0))
+            parts.append(pt)
     except BaseException:
         close_pool(pool)
         raise
-    whole = Agg()
-    for pt in parts:
-        whole.add(pt.agg)
-
-    def cat(name: str, dtype, fill) -> np.ndarray:
-        arrs = [getattr(pt, name) if getattr(pt, name) is not None else np.full(pt.n, fill, dtype=dtype)
-                for pt in parts]
-        return np.concatenate(arrs).astype(dtype, copy=False) if arrs else np.zeros(0, dtype=dtype)
-
-    turn = cat("turn", np.int64, -1) if any(pt.turn is not None for pt in parts) else None
-    cached = cat("cached_share", np.float64, np.nan) if any(pt.cached_share is not None for pt in parts) else None
-    samples = [pt.sample for pt in parts if pt.sample is not None]
-    sample = _sample_frame(samples, slo)
-    tokens = _merge_tokens([pt.tokens for pt in parts])
-    send, end, outcome, ttft = (cat("send_ns", np.int64, -1), cat("end_ns", np.int64, -1),
-                                cat("outcome", np.int8, _OK), cat("ttft", np.float64, np.nan))
+    a = cols.final()
     off = 0
-    for pt in parts:  # the parts keep views of the run's arrays, not copies
-        pt.sample, pt.tokens = None, (0, np.zeros(0))
-        pt.send_ns, pt.end_ns, pt.outcome = send[off:off + pt.n], end[off:off + pt.n], outcome[off:off + pt.n]
-        pt.ttft, pt.turn, pt.cached_share = ttft[off:off + pt.n], None, None
+    for pt in parts:  # the parts keep views of the run's arrays
+        pt.send_ns, pt.end_ns = a["send_ns"][off:off + pt.n], a["end_ns"][off:off + pt.n]
+        pt.outcome, pt.ttft = a["outcome"][off:off + pt.n], a["ttft"][off:off + pt.n]
         off += pt.n
-    return Stream(parts, cfg, send, end, outcome, ttft, turn, cached, whole, sample, tokens, pool)
+    return Stream(parts, cfg, a["send_ns"], a["end_ns"], a["outcome"], a["ttft"], a.get("turn"),
+                  a.get("cached_share"), whole, _sample_frame(samples, slo), _merge_tokens(token_parts), pool)
+
+
+class _Columns:
+    """The run's per-request arrays, filled part by part (optional ones appear with their first values)."""
+
+    FILL = {"send_ns": (np.int64, -1), "end_ns": (np.int64, -1), "outcome": (np.int8, _OK),
+            "ttft": (np.float64, np.nan), "turn": (np.int64, -1), "cached_share": (np.float64, np.nan)}
+    OPTIONAL = ("turn", "cached_share")
+
+    def __init__(self, capacity: int) -> None:
+        self.n = 0
+        self.a = {k: self._new(k, capacity) for k in self.FILL if k not in self.OPTIONAL}
+
+    def _new(self, k: str, capacity: int) -> np.ndarray:
+        dtype, fill = self.FILL[k]
+        return np.full(capacity, fill, dtype=dtype)
+
+    def append(self, pt: Part) -> None:
+        end = self.n + pt.n
+        cap = len(self.a["send_ns"])
+        if end > cap:
+            grown = max(end, int(cap * 1.5))
+            for k, v in self.a.items():
+                w = self._new(k, grown)
+                w[:self.n] = v[:self.n]
+                self.a[k] = w
+        for k in self.FILL:
+            v = getattr(pt, k)
+            if v is None:
+                continue
+            if k not in self.a:
+                self.a[k] = self._new(k, len(self.a["send_ns"]))
+            self.a[k][self.n:end] = v
+            setattr(pt, k, None)
+        self.n = end
+
+    def final(self) -> dict[str, np.ndarray]:
+        return {k: v[:self.n] for k, v in self.a.items()}
 
 
 def close_pool(pool) -> None:
@@ -655,12 +693,15 @@ def per_second(s: Stream) -> TimeSeries | None:
     p50 = np.full(n, np.nan)
     p99 = np.full(n, np.nan)
     sel = has & ok & ~np.isnan(s.ttft)
-    b, v = sbin[sel], s.ttft[sel]
-    order = np.lexsort((v, b))
-    b, v = b[order], v[order]
-    edges = np.searchsorted(b, np.arange(n + 1))
+    b = sbin[sel]
+    del sbin
+    order = np.argsort(b, kind="stable")
+    edges = np.concatenate(([0], np.cumsum(np.bincount(b, minlength=n)[:n])))
+    del b
+    v = s.ttft[sel][order]
+    del order
     for k in np.flatnonzero(np.diff(edges)).tolist():
-        vk = v[edges[k]:edges[k + 1]]
+        vk = np.sort(v[edges[k]:edges[k + 1]])
         p50[k], p99[k] = m.percentile(vk, 50.0), m.percentile(vk, 99.0)
     return TimeSeries(np.arange(n, dtype=np.float64), t0, sent, completed, failed, in_flight, tok, p50, p99, over)
 

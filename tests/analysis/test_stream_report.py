@@ -104,10 +104,10 @@ def _run(tmp_path, recs):
 
 def test_chunked_report_equals_the_exact_report(tmp_path):
     slo = "ttft_p95=60,itl=8,e2e=100"
-    recs = varied(1200, seed=2) + closed_loop(800, users=6, noise=0.3, overloaded_every=7, t0_ns=10**13 + 10**11)
+    recs = varied(800, seed=2) + closed_loop(600, users=6, noise=0.3, overloaded_every=7, t0_ns=10**13 + 10**11)
     run = _run(tmp_path, recs)
     exact = build_report(run, tmp_path / "exact", slo, warmup_s=3.3, stream=False)
-    chunked = build_report(run, tmp_path / "chunked", slo, warmup_s=3.3, stream=True, chunk_bytes=25_000)
+    chunked = build_report(run, tmp_path / "chunked", slo, warmup_s=3.3, stream=True, chunk_bytes=20_000)
     assert exact.summary["steady_window_info"]["applied"]
     assert _diff(exact.summary, chunked.summary) == []
     assert chunked.summary["percentiles"]["text"] == "exact (from every record)"
@@ -117,10 +117,10 @@ def test_chunked_report_equals_the_exact_report(tmp_path):
 
 
 def test_histogram_report_is_hdrhistogram_of_the_window_values(tmp_path):
-    recs = closed_loop(1500, users=8, noise=0.4, overloaded_every=11, n_tokens=12) + varied(500, seed=3)
+    recs = closed_loop(1000, users=8, noise=0.4, overloaded_every=11, n_tokens=12) + varied(400, seed=3)
     run = _run(tmp_path, recs)
     exact = build_report(run, tmp_path / "exact", None, warmup_s=2.7, stream=False).summary
-    got = build_report(run, tmp_path / "hdr", None, warmup_s=2.7, stream=True, chunk_bytes=25_000,
+    got = build_report(run, tmp_path / "hdr", None, warmup_s=2.7, stream=True, chunk_bytes=20_000,
                        budget_bytes=0).summary
     methods = got["percentiles"]["method"]
     assert methods["ttft"] == "exact" and methods["itl"] == methods["e2e"] == methods["tpot"] == "hdr"
@@ -145,7 +145,7 @@ def test_histogram_report_is_hdrhistogram_of_the_window_values(tmp_path):
         want = acc.summary_ms()
         for key in m.PERCENTILE_KEYS.values():
             assert got[f"{name}_{key}_{unit}"] == want[key], (name, key)
-            if exact[f"{name}_count"] >= 1000:  # nearest rank (HdrHistogram) vs interpolation: close on many values
+            if name in ("ttfb", "tpot", "e2e", "itl"):  # nearest rank vs interpolation: close on dense values
                 assert got[f"{name}_{key}_{unit}"] == pytest.approx(exact[f"{name}_{key}_{unit}"], rel=0.02,
                                                                     abs=0.002), (name, key)
         checked += 1
