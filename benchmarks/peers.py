@@ -33,7 +33,9 @@ TORCH = "torch==2.13.0"
 #: what ``import vllm.benchmarks.serve`` needs (found by importing it in a --no-deps venv)
 VLLM_BENCH_DEPS = ("aiohttp", "numpy", "tqdm", "transformers>=5.16.1,<5.21.0", "tokenizers", "regex", "cachetools",
                    "psutil", "pydantic", "requests", "huggingface_hub", "safetensors", "pybase64", "pillow", "msgspec",
-                   "cbor2", "pyzmq", "oss-harmony>=0.0.11", "openai>=2.25.0", "cloudpickle", "uvloop")
+                   "cbor2", "pyzmq", "oss-harmony>=0.0.11", "openai>=2.25.0", "cloudpickle", "uvloop", "py-cpuinfo",
+                   "prometheus_client", "xgrammar==0.2.8", "fastapi>=0.133.0,<0.137.0", "partial-json-parser",
+                   "llguidance>=1.7.0,<1.8.0", "einops")
 VLLM_RUNNER = ("import argparse, sys\n"
                "from vllm.benchmarks.serve import add_cli_args, main\n"
                "p = argparse.ArgumentParser(prog='vllm bench serve')\n"
