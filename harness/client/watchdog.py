@@ -66,8 +66,8 @@ def _cooperative_parts(sock: socket.socket) -> tuple | None:
     handled, so :class:`GuardedSocketIO` waits first and reads once (``_wait`` and ``_read_event`` are
     gevent's socket internals; any other socket takes the ordinary path).
     """
-    if not type(sock).__module__.startswith("gevent"):
-        return None
+    if type(sock).__module__ != "gevent._socket3" or hasattr(sock, "cipher"):
+        return None  # not gevent's plain socket (a TLS socket's raw socket carries ciphertext)
     raw, wait, event = (getattr(sock, name, None) for name in ("_sock", "_wait", "_read_event"))
     if raw is None or wait is None or event is None or raw.gettimeout() != 0.0:
         return None
