@@ -364,6 +364,8 @@ def read_stream(path: str | os.PathLike[str], slo: m.Slo | None = None, workers:
     pool = _pool(n) if n > 1 else None
     # each part's per-request arrays are copied into the run's arrays as it arrives (capacity from the
     # estimate, grown when short), so the run never holds them twice
+    if pool is not None:  # start the workers now, before this process grows (a fork shares its pages)
+        pool.submit(int).result()
     cols = _Columns(int(rows * 1.1) + 1024)
     parts: list[Part] = []
     whole = Agg()
@@ -404,8 +406,7 @@ class _Columns:
         self.a = {k: self._new(k, capacity) for k in self.FILL if k not in self.OPTIONAL}
 
     def _new(self, k: str, capacity: int) -> np.ndarray:
-        dtype, fill = self.FILL[k]
-        return np.full(capacity, fill, dtype=dtype)
+        return np.empty(capacity, dtype=self.FILL[k][0])  # pages are touched as parts fill them
 
     def append(self, pt: Part) -> None:
         end = self.n + pt.n
@@ -419,9 +420,12 @@ class _Columns:
         for k in self.FILL:
             v = getattr(pt, k)
             if v is None:
+                if k in self.a:
+                    self.a[k][self.n:end] = self.FILL[k][1]
                 continue
-            if k not in self.a:
+            if k not in self.a:  # an optional column's first values: the rows before have none
                 self.a[k] = self._new(k, len(self.a["send_ns"]))
+                self.a[k][:self.n] = self.FILL[k][1]
             self.a[k][self.n:end] = v
             setattr(pt, k, None)
         self.n = end
