@@ -4,15 +4,15 @@ Two parts, both entered from the application object (``harness.server.app``) bef
 sees the request, both falling back to the framework routes (the request body replayed) whenever
 they cannot give exactly the answer those would:
 
-**Overloaded answers first.** A ``POST`` to a generation route (``/generate``, ``/generate_stream``,
-``/``, ``/v1/chat/completions``, ``/v1/completions``) while every admission permit is held (or the
-server is closing) is answered from pre-built bytes: ``/generate`` and ``/`` without ``stream``:
+**Overloaded answers first** (every backend). A ``POST`` to ``/generate``, ``/generate_stream`` or
+``/`` while every admission permit is held (or the server is closing) is answered from pre-built
+bytes, written whole in one ``transport.write`` where uvicorn's httptools protocol serves it: ``/generate`` and ``/`` without ``stream``:
 429 ``{"error":"Model is overloaded","error_type":"overloaded"}``; ``/generate_stream`` and ``/``
 with ``stream``: 200 and that object as one SSE event. The body is only checked to be a JSON object
 whose ``inputs`` is a string and whose parameters ask nothing that TGI refuses before the permit
 (``best_of`` != 1, streamed ``decoder_input_details``); anything else, the OpenAI routes (their
-stream headers need the chat template's prompt), ``--api-key`` mismatches and bodies over
-``--payload-limit`` go the framework way. So a request that is valid JSON but not a valid
+stream headers need the chat template's prompt), every request of a server with ``--api-key`` and
+bodies over ``--payload-limit`` go the framework way. So a request that is valid JSON but not a valid
 ``GenerateRequest`` (e.g. ``"max_new_tokens": "x"``) is answered "overloaded" while the server is
 full, where the framework path answers 422: TGI's own order differs there (its JSON extractor runs
 first); the admission check first is what keeps a storm of refusals cheap.
