@@ -611,13 +611,16 @@ def summarize_stream(s: Stream, slo: m.Slo | None, steady_window: tuple[int, int
     out["slo"] = _slo_dict(slo)
     out["steady_window"] = None if steady_window is None else {
         "start_ns": int(steady_window[0]), "end_ns": int(steady_window[1])}
-    out["percentiles"] = percentile_note(methods, [d.name for d in m.run_metrics() if d.name not in RUN_FORMULAS])
+    out["percentiles"] = percentile_note(methods, [d.name for d in m.run_metrics() if d.name not in RUN_FORMULAS],
+                                         shown={n for n in methods if out.get(f"{n}_count")})
     return out
 
 
-def percentile_note(methods: dict[str, str], not_computed: list[str] | None = None) -> dict:
-    """The summary's ``percentiles`` entry: each distribution's method and what it means."""
-    hd = sorted(k for k, v in methods.items() if v == "hdr")
+def percentile_note(methods: dict[str, str], not_computed: list[str] | None = None,
+                    shown: set[str] | None = None) -> dict:
+    """The summary's ``percentiles`` entry: each distribution's method (``method``) and a sentence saying
+    it (``text``; naming the histogram ones among ``shown``, the distributions with values)."""
+    hd = sorted(k for k, v in methods.items() if v == "hdr" and (shown is None or k in shown))
     text = ("exact (from every record)" if not hd else
             "exact (from every record) except " + ", ".join(hd) + ": HdrHistogram percentiles, 3 significant "
             "digits (count, mean, min and max exact)")
