@@ -48,8 +48,8 @@ _OK_CODE = OUTCOMES.index(m.Outcome.OK.value)
 _HTTP_ERROR_CODE = OUTCOMES.index(m.Outcome.HTTP_ERROR.value)
 
 
-def _parse(data: bytes, schema: pa.Schema) -> pa.Table:
-    return pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
+def _parse(data: bytes, schema: pa.Schema, block_bytes: int = BLOCK_BYTES) -> pa.Table:
+    return pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(use_threads=False, block_size=block_bytes),
                         parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"))
 
 
@@ -73,6 +73,12 @@ def parse_block(data: bytes, schema: pa.Schema = SCHEMA) -> pa.Table:
         return _parse(data, schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
+    longest = max(map(len, data.split(b"\n")), default=0)
+    if longest >= BLOCK_BYTES // 2:  # a very long stream's line: a block must hold it whole
+        try:
+            return _parse(data, schema, 2 * longest + 1024)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     tables = []
     for line in data.split(b"\n"):
         if len(line.strip()) < 3:

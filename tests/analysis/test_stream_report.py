@@ -84,6 +84,14 @@ def test_one_token_blocks_skip_the_token_counts():
     assert C.schema_for(("\n".join(r.to_json() for r in varied(50)) + "\n").encode()) is C.SCHEMA
 
 
+def test_lines_longer_than_a_parse_block_are_read():
+    recs = closed_loop(3, users=1, n_tokens=80_000)  # ~1.4 MB lines
+    data = ("\n".join(r.to_json() for r in recs) + "\n").encode()
+    assert len(data) > 3 * C.BLOCK_BYTES
+    got = C.columns(C.block_arrays(C.parse_block(data)))
+    assert np.array_equal(got.gaps["itl"], build_frame(recs).gaps["itl"])
+
+
 def _diff(a, b, path=""):
     if isinstance(a, dict) and isinstance(b, dict):
         out = [f"{path}.{k}: missing on one side" for k in set(a) ^ set(b)]
