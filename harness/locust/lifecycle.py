@@ -154,7 +154,7 @@ def _flush_loop(ctx: RunContext) -> None:
     """Local/master: flush the sink every second; local also checks the client-bound signals."""
     while ctx.active:
         gevent.sleep(1.0)
-        ctx.drain()  # queued records reach the file within the second, even if the loop was never idle
+        ctx.drain_in_slices()  # queued records reach the file within the second, even if the loop was never idle
         if ctx.sink is not None:
             ctx.sink.flush()
         if ctx.role == "local" and ctx.active:

@@ -85,3 +85,40 @@ def test_batched_recording_equals_recording_one_by_one():
     assert out["batch"] == out["single"]
     assert out["summary"][0] == out["summary"][1]
     assert out["itl"] == out["itl_single"]  # folded in batches of FOLD_RECORDS and at the view
+
+
+
+STEP_PROBE = r'''
+import json, random
+from harness.locust.live import FOLD_RECORDS, LiveStats
+from harness.records import RequestRecord
+
+rnd = random.Random(11)
+recs = []
+for i in range(3 * FOLD_RECORDS + 7):
+    t0 = i * 10**8
+    toks = sorted(t0 + rnd.randint(10**6, 10**9) for _ in range(rnd.choice([1, 3, 64])))
+    recs.append(RequestRecord(send_ns=t0, intended_ns=t0 - rnd.randint(0, 10**6), token_ns=toks,
+                              tokens_per_event=[1] * len(toks), output_tokens_events=len(toks), end_ns=toks[-1],
+                              outcome=rnd.choice(["ok", "ok", "ok", "overloaded", "incomplete"])))
+whole, steps = LiveStats(), LiveStats()
+steps.step_folds = True
+views = []
+for i, r in enumerate(recs):
+    whole.add(r)
+    steps.add(r)
+    if steps.folding and i % 3:  # batches folded step by step, one step per record added
+        steps.fold_step()
+    if i == 2 * FOLD_RECORDS + 1:  # a view finishes a batch in progress
+        views.append([steps.attempted, whole.attempted])
+a, b = whole.take_delta(), steps.take_delta()
+print(json.dumps({"whole": a, "steps": b, "views": views}))
+'''
+
+
+def test_stepwise_fold_equals_the_whole_fold_also_with_views_between_steps():
+    out = json.loads(subprocess.run([sys.executable, "-c", STEP_PROBE], capture_output=True, text=True, timeout=60,
+                                    check=True).stdout)
+    assert out["views"] and all(v[0] == v[1] for v in out["views"])
+    assert out["whole"] == out["steps"]
+    assert out["whole"]["output_tokens"] > 0 and out["whole"]["hist"]["itl"]
