@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.server.app import create_app
     from harness.server.backends import create_backend
+    from harness.server.lean_http import protocol_class
 
     _GracefulServer = _graceful_server_class()
     cfg = build_config(args)
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--model {args.model}: {exc}") from None
     app = create_app(backend, cfg)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=level, access_log=False,
-                            loop=os.environ.get("HARNESS_LOOP", "uvloop"), http="httptools", lifespan="on",
+                            loop=os.environ.get("HARNESS_LOOP", "uvloop"), http=protocol_class(app), lifespan="on",
                             timeout_graceful_shutdown=args.graceful_termination_timeout or None,
                             timeout_keep_alive=30, backlog=4096)
     server = _GracefulServer(config)

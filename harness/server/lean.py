@@ -90,7 +90,7 @@ AfterLast = Callable[[StepOutput], bytes | None]
 _monotonic = time.monotonic
 _now_ns = time.monotonic_ns
 #: routes whose overloaded answer is pre-built: path -> (stream answer?, or None: "stream" key decides)
-_OVERLOAD_ROUTES: dict[str, bool | None] = {"/generate": False, "/generate_stream": True, "/": None}
+OVERLOAD_ROUTES: dict[str, bool | None] = {"/generate": False, "/generate_stream": True, "/": None}
 _GENERATION_ROUTES = frozenset(("/generate", "/generate_stream", "/", "/v1/chat/completions", "/v1/completions"))
 _KEEPALIVE_CHUNK = b"%x\r\n%b\r\n" % (len(KEEPALIVE), KEEPALIVE)
 _BODY_END = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -120,7 +120,11 @@ def _sse_headers(svc: Service, inputs: str, rid: str) -> list[tuple[bytes, bytes
 
 def _request_id(scope: Scope) -> str:
     """As :func:`harness.server.httputil.request_id` (same counter), from the raw headers."""
-    rid = _header(scope, b"x-request-id")
+    return _request_id_of(_header(scope, b"x-request-id"))
+
+
+def _request_id_of(rid: bytes | None) -> str:
+    """The request id from the ``x-request-id`` header's value, or the next generated one."""
     return rid.decode("latin-1")[:200] if rid else f"{httputil._PREFIX}{next(httputil._ids):x}"
 
 
@@ -142,6 +146,63 @@ except ImportError:  # pragma: no cover - uvicorn is a server dependency
     _httptools = None
 
 
+def wire_bytes(status: int, default_headers: list[tuple[bytes, bytes]], headers: list[tuple[bytes, bytes]],
+               body: bytes, chunked: bool, keep_alive: bool) -> bytes:
+    """A whole response as uvicorn's httptools ``send`` writes it for a start message with
+    ``headers`` and one last body message: status line, its default headers (``date``, ``server``)
+    first, ``connection: close`` when the connection is not kept alive, the chunked framing."""
+    content = [_httptools.STATUS_LINE[status]]
+    for name, value in default_headers:
+        content += (name.lower(), b": ", value, b"\r\n")
+    for name, value in headers:
+        content += (name, b": ", value, b"\r\n")
+    if not keep_alive:
+        content.append(b"connection: close\r\n")
+    if chunked:
+        content.append(b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+    else:
+        content += (b"\r\n", body)
+    return b"".join(content)
+
+
+def overload_answer(svc: Service, path: str, raw: bytes, rid_header: bytes | None,
+                    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool, str] | None:
+    """The pre-built overloaded answer to ``raw`` (the whole body) on ``path`` (a key of
+    :data:`OVERLOAD_ROUTES`) while the server is full: ``(status, headers, body, chunked, request
+    id)``, the request counted in the metrics; None (nothing counted) when the body needs the
+    framework's checks (module docstring)."""
+    try:
+        body = from_json(raw)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
+        return None
+    stream = OVERLOAD_ROUTES[path]
+    if stream is None:
+        stream = body.get("stream") is True
+        if body.get("stream") not in (None, True, False):
+            return None
+    params = body.get("parameters")
+    if params is not None:
+        if not isinstance(params, dict) or params.get("best_of") not in (None, 1):
+            return None
+        if stream and params.get("decoder_input_details") not in (None, False):
+            return None
+    rid_s = _request_id_of(rid_header)
+    svc.metrics.count_request()
+    svc.metrics.failure("overloaded")
+    if not stream:
+        return 429, [(b"x-request-id", rid_s.encode("latin-1")), *_OVERLOADED_429_HEADERS], _OVERLOADED_JSON, False, rid_s
+    return 200, _sse_headers(svc, body["inputs"], rid_s), _OVERLOADED_EVENT, True, rid_s
+
+
+def log_overloaded_stream(rid: str, scope: Scope, arrival_ns: int | None) -> None:
+    """The request log line of an overloaded stream answer (as the framework route's), when on."""
+    if _request_log.isEnabledFor(logging.DEBUG):
+        now = _now_ns()
+        log_request(rid, trace_id_from_scope(scope), arrival_ns or now, 0, now, 0, "done")
+
+
 def _write_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, chunked: bool) -> bool:
     """Write a whole response in one ``transport.write``, as uvicorn's httptools ``send`` of the
     start message and one last body message would (same bytes: its default headers first,
@@ -151,20 +212,9 @@ def _write_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], bo
     if (_httptools is None or type(cycle) is not _httptools.RequestResponseCycle or cycle.response_started
             or cycle.access_log or cycle.disconnected or cycle.flow.write_paused or cycle.scope["method"] != "POST"):
         return False
-    content = [_httptools.STATUS_LINE[status]]
-    for name, value in cycle.default_headers:
-        content += (name.lower(), b": ", value, b"\r\n")
-    for name, value in headers:
-        content += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive:
-        content.append(b"connection: close\r\n")
-    if chunked:
-        content.append(b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
-    else:
-        content += (b"\r\n", body)
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
-    cycle.transport.write(b"".join(content))
+    cycle.transport.write(wire_bytes(status, cycle.default_headers, headers, body, chunked, cycle.keep_alive))
     cycle.response_complete = True
     cycle.message_event.set()
     if not cycle.keep_alive:
@@ -205,7 +255,7 @@ class LeanPath:
         full = adm.closed or adm.in_use >= adm.capacity
         if not full and not self.streams:
             return receive  # admitted requests without the simulated backend: the framework routes
-        if (path == "/generate" and not full) or (full and path not in _OVERLOAD_ROUTES):
+        if (path == "/generate" and not full) or (full and path not in OVERLOAD_ROUTES):
             return receive
         parts: list[bytes] = []
         size = 0
@@ -255,40 +305,15 @@ class LeanPath:
 
     async def _overloaded(self, scope: Scope, send: Send, path: str, raw: bytes) -> bool:
         """The pre-built overloaded answer; False when the body needs the framework's checks."""
-        try:
-            body = from_json(raw)
-        except ValueError:
+        answer = overload_answer(self.svc, path, raw, _header(scope, b"x-request-id"))
+        if answer is None:
             return False
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
-            return False
-        stream = _OVERLOAD_ROUTES[path]
-        if stream is None:
-            stream = body.get("stream") is True
-            if body.get("stream") not in (None, True, False):
-                return False
-        params = body.get("parameters")
-        if params is not None:
-            if not isinstance(params, dict) or params.get("best_of") not in (None, 1):
-                return False
-            if stream and params.get("decoder_input_details") not in (None, False):
-                return False
-        svc = self.svc
-        rid_s = _request_id(scope)
-        svc.metrics.count_request()
-        svc.metrics.failure("overloaded")
-        if not stream:
-            headers = [(b"x-request-id", rid_s.encode("latin-1")), *_OVERLOADED_429_HEADERS]
-            if not _write_whole(send, 429, headers, _OVERLOADED_JSON, False):
-                await send({"type": "http.response.start", "status": 429, "headers": headers})
-                await send({"type": "http.response.body", "body": _OVERLOADED_JSON, "more_body": False})
-            return True
-        headers = _sse_headers(svc, body["inputs"], rid_s)
-        if not _write_whole(send, 200, headers, _OVERLOADED_EVENT, True):
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": _OVERLOADED_EVENT, "more_body": False})
-        if _request_log.isEnabledFor(logging.DEBUG):
-            now = _now_ns()
-            log_request(rid_s, trace_id_from_scope(scope), REQUEST_ARRIVAL_NS.get() or now, 0, now, 0, "done")
+        status, headers, body, chunked, rid_s = answer
+        if not _write_whole(send, status, headers, body, chunked):
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        if chunked:
+            log_overloaded_stream(rid_s, scope, REQUEST_ARRIVAL_NS.get())
         return True
 
     async def _native(self, scope: Scope, receive: Receive, send: Send, cycle: Any,

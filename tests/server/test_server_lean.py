@@ -1,7 +1,7 @@
 """The lean path (harness.server.lean) answers byte for byte as the framework routes do
 (``HARNESS_LEAN=0``): seeded native streams, the compat route, OpenAI chat (usage, logprobs, tool
-calls) and completion streams, error events, overloaded answers, keep-alive comments; and its trace
-has one line per token event."""
+calls) and completion streams, error events, overloaded answers (also pipelined, kept alive or not),
+keep-alive comments; and its trace has one line per token event."""
 
 from __future__ import annotations
 
@@ -29,13 +29,26 @@ CASES = [
     (b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"stream":true,"top_p":7}'),
     (b"/v1/completions", b'{"prompt":"a b","max_tokens":3,"stream":true,"temperature":0}'),
     (b"/v1/completions", b'{"prompt":["a b","c"],"max_tokens":2,"stream":true,"temperature":0}'),
+    (b"/generate_stream?q=1", b'{"inputs":"a b","parameters":{"max_new_tokens":2,"seed":1,"do_sample":true}}'),
 ]
+#: refused while the permit is held, on one connection: two pipelined keep-alive requests, then
+#: HTTP/1.0 (not kept alive); the server closes after the last
+_REFUSED_BODY = b'{"inputs":"a b","parameters":{"max_new_tokens":2}}'
+PIPELINED = b"".join(
+    b"POST %s HTTP/1.%d\r\nHost: x\r\nx-request-id: p%d\r\nContent-Length: %d\r\n\r\n%s"
+    % (path, minor, i, len(_REFUSED_BODY), _REFUSED_BODY)
+    for i, (path, minor) in enumerate([(b"/generate", 1), (b"/generate_stream", 1), (b"/", 0)]))
 
 
 def _raw(port: int, path: bytes, body: bytes, rid: bytes) -> bytes:
+    return _exchange(port, b"POST %s HTTP/1.1\r\nHost: x\r\nx-request-id: %s\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n" % (path, rid, len(body)) + body)
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    """Send ``data``, read until the server closes; date and created stamps blanked."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nx-request-id: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                  % (path, rid, len(body)) + body)
+        s.sendall(data)
         out = b""
         while chunk := s.recv(65536):
             out += chunk
@@ -54,6 +67,7 @@ def _answers(tmp_path, lean: str) -> tuple[list[bytes], list[dict]]:
             while b"data:" not in hold.recv(65536):
                 pass
             out += [_raw(srv.port, p, b, b"o%d" % i) for i, (p, b) in enumerate(CASES)]
+            out.append(_exchange(srv.port, PIPELINED))
     finally:
         assert srv.stop() == 0
     return out, [json.loads(line) for line in trace.read_text().splitlines()]
@@ -66,6 +80,10 @@ def test_lean_answers_match_the_framework_routes(tmp_path) -> None:
     assert b":\n\n" in lean[0] and b'"error_type":"overloaded"' in lean[len(CASES)]
     assert lean[len(CASES) + 5].startswith(b"HTTP/1.1 429 ")  # /generate refused while the permit is held
     assert b'"usage":{' in lean[6] and b'"tool_calls":[' in lean[7] and b"data: [DONE]" in lean[9]
+    assert b'"error_type":"overloaded"' in lean[2 * len(CASES) - 1]  # refused on a route with a query string
+    pipelined = lean[-1]
+    assert pipelined.count(b"HTTP/1.1 ") == 3 and pipelined.count(b"connection: close") == 1
+    assert pipelined.startswith(b"HTTP/1.1 429 ") and b"\r\n0\r\n\r\nHTTP/1.1 429 " in pipelined
     r0 = sorted(x["index"] for x in lean_trace if x["request_id"] == "r0")
     assert r0 == [1, 2, 3, 4]
 
