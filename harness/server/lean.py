@@ -15,7 +15,10 @@ stream headers need the chat template's prompt), every request of a server with 
 bodies over ``--payload-limit`` go the framework way. So a request that is valid JSON but not a valid
 ``GenerateRequest`` (e.g. ``"max_new_tokens": "x"``) is answered "overloaded" while the server is
 full, where the framework path answers 422: TGI's own order differs there (its JSON extractor runs
-first); the admission check first is what keeps a storm of refusals cheap.
+first); the admission check first is what keeps a storm of refusals cheap. Under ``harness serve``
+most refusals never reach this module's ASGI entry: :mod:`harness.server.lean_http` answers them
+in uvicorn's parser callbacks with the same two functions (:func:`overload_answer`,
+:func:`wire_bytes`), before any ASGI task exists.
 
 **Token streams of the simulated backend.** ``/generate_stream``, ``/`` with ``stream``,
 ``/v1/chat/completions`` with ``stream`` and ``/v1/completions`` with ``stream`` and one prompt are
