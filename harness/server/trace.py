@@ -21,8 +21,10 @@ buffer under backpressure; the lean path writes no token while the transport is 
 high-water mark and waits for it to drain first), before any network transit. CLOCK_MONOTONIC is shared by all
 processes on one host, so client stamps (``time.monotonic_ns``/``perf_counter_ns``) compare.
 
-Lines are buffered in memory, written by a worker thread every second and at shutdown, so the
-event loop never blocks on the disk.
+Lines are buffered in memory, written by a worker thread every 0.1 s and at shutdown, so the
+event loop never blocks on the disk. The short interval keeps each flush small: at 20k tokens/s a
+1 s flush joined ~1.4 MB on the loop and wrote it on the server's core, holding every stream for
+4-11 ms once a second; 0.1 s batches cost a tenth of that each.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import json
 import threading
 from pathlib import Path
 
-FLUSH_INTERVAL_S = 1.0
+FLUSH_INTERVAL_S = 0.1
 
 
 class TokenTrace:
@@ -69,7 +71,7 @@ class TokenTrace:
                 self._fh.flush()
 
     def start(self) -> None:
-        """Start the once-a-second flusher on the running loop."""
+        """Start the flusher (every ``FLUSH_INTERVAL_S``) on the running loop."""
         self._task = asyncio.get_running_loop().create_task(self._flusher())
 
     async def _flusher(self) -> None:
