@@ -13,6 +13,12 @@ Client: a uvloop ``asyncio.Protocol`` per connection that only counts ``data:`` 
 what it receives and sends the next request (keep-alive) when the chunked terminator
 ``0\\r\\n\\r\\n`` ends the received bytes. No parsing, no per-line reads.
 
+Arrivals: the client opens its connections spread over one stream length (``--spread``, the
+default), so requests arrive and restart at a steady rate, as in a long-running service; with
+``--no-spread`` all streams start at once and restart in one wave every stream length (512 arrivals
+within milliseconds: each costs the server ~0.15 ms, so the wave delays the next tokens by tens of
+ms). The measured window starts after the ramp and ``--warmup``.
+
 Jitter comes from the server's own ``--trace-file`` (time right after each token event's send
 returned), run with ``--sim-jitter-ms 0`` so the script is exactly ``t_k = t_1* + (k-1) * itl``:
 
@@ -57,37 +63,60 @@ def pct(values: list[float], q: float) -> float:
 
 # -- load client (a separate process) -----------------------------------------------------------
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection running stream after stream; counts ``data:`` only."""
+    """One keep-alive connection running stream after stream; counts ``data:`` only.
 
-    __slots__ = ("req", "counter", "tail", "transport")
+    A refused stream (the overloaded event: a permit was briefly taken by the overloaded probe) is
+    counted in ``counter[2]``, not as a token, and the request is sent again 1 ms later instead of at
+    once (at once, a connection would spin on refusals while the probe holds the permit).
+    """
+
+    __slots__ = ("req", "counter", "tail", "transport", "refused")
 
     def __init__(self, req: bytes, counter: list[int]) -> None:
-        self.req, self.counter, self.tail = req, counter, b""
+        self.req, self.counter, self.tail, self.refused = req, counter, b"", False
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         transport.write(self.req)
 
+    def _send(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(self.req)
+
     def data_received(self, data: bytes) -> None:
         buf = self.tail + data
         self.counter[0] += buf.count(b"data:") - self.tail.count(b"data:")
+        self.refused = self.refused or b'"overloaded"' in data
         self.tail = buf[-8:]
         if buf.endswith(b"\r\n0\r\n\r\n"):
-            self.counter[1] += 1
             self.tail = b""
-            self.transport.write(self.req)  # type: ignore[union-attr]
+            if self.refused:
+                self.refused = False
+                self.counter[0] -= 1
+                self.counter[2] += 1
+                asyncio.get_running_loop().call_later(0.001, self._send)
+            else:
+                self.counter[1] += 1
+                self._send()
 
 
 async def _client(port: int, streams: int, max_new: int, warmup: float, duration: float,
-                  server_pid: int) -> dict:
+                  server_pid: int, spread_s: float = 0.0) -> dict:
+    """Open ``streams`` connections, the i-th at ``i * spread_s / streams`` (so requests arrive and
+    restart spread over one stream's length instead of in one wave of ``streams`` arrivals every
+    stream length), then measure ``duration`` seconds after ``warmup``."""
     loop = asyncio.get_running_loop()
     body = json.dumps({"inputs": "a b c", "parameters": {"max_new_tokens": max_new}}).encode()
     req = (b"POST /generate_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
            b"Content-Length: %d\r\n\r\n" % len(body)) + body
-    counter = [0, 0]
+    counter = [0, 0, 0]
     conns = []
-    for _ in range(streams):
+    start = time.perf_counter()
+    for i in range(streams):
+        delay = start + i * spread_s / streams - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
         conns.append(await loop.create_connection(lambda: _Conn(req, counter), "127.0.0.1", port))
     server, me = psutil.Process(server_pid), psutil.Process()
     await asyncio.sleep(warmup)
@@ -100,7 +129,7 @@ async def _client(port: int, streams: int, max_new: int, warmup: float, duration
     s_cpu = (s1.user + s1.system) - (s0.user + s0.system)
     m_cpu = (m1.user + m1.system) - (m0.user + m0.system)
     return {"tokens_per_s": round(n / wall, 1), "tokens": n, "window_s": round(wall, 3),
-            "requests_done": counter[1],
+            "requests_done": counter[1], "client_refused": counter[2],
             "server_cpu_util": round(s_cpu / wall, 3), "client_cpu_util": round(m_cpu / wall, 3),
             "server_cpu_us_per_token": round(s_cpu / max(n, 1) * 1e6, 2),
             "client_cpu_us_per_token": round(m_cpu / max(n, 1) * 1e6, 2)}
@@ -113,7 +142,8 @@ def client_main(a: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a server dependency
         pass
     max_new = max(2, int(a.stream_s * 1000 / a.itl_ms))
-    out = asyncio.run(_client(a.port, a.streams, max_new, a.warmup, a.duration, a.server_pid))
+    spread = a.stream_s if a.spread else 0.0
+    out = asyncio.run(_client(a.port, a.streams, max_new, a.warmup, a.duration, a.server_pid, spread))
     print(json.dumps(out), flush=True)
     return 0
 
@@ -217,6 +247,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--stream-s", type=float, default=4.0, help="length of each stream in seconds")
     ap.add_argument("--probes", type=int, default=200, help="overloaded requests per route")
+    ap.add_argument("--spread", action=argparse.BooleanOptionalAction, default=True,
+                    help="open the streams spread over one stream length (default), so arrivals are "
+                         "steady; --no-spread opens them at once: every stream restarts in one wave")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
                     help="server on CPU 0, client on CPU 1 (default: on with >= 2 CPUs)")
     ap.add_argument("--nice", type=int, default=0,
@@ -251,23 +284,25 @@ def main() -> int:
         client = subprocess.Popen([sys.executable, __file__, "--client", "--port", str(port),
                                    "--server-pid", str(proc.pid), "--streams", str(a.streams),
                                    "--itl-ms", str(a.itl_ms), "--duration", str(a.duration),
-                                   "--warmup", str(a.warmup), "--stream-s", str(a.stream_s)],
+                                   "--warmup", str(a.warmup), "--stream-s", str(a.stream_s),
+                                   "--spread" if a.spread else "--no-spread"],
                                   stdout=subprocess.PIPE, env=env, start_new_session=True)
         if a.pin:
             os.sched_setaffinity(client.pid, {1})
         if a.nice:
             _renice(client.pid, a.nice)
-        time.sleep(a.warmup + 0.5)
+        ramp_s = a.stream_s if a.spread else 0.0
+        time.sleep(ramp_s + a.warmup + 0.5)
         over = overloaded_latency(port, "/generate", a.probes)
         over_stream = overloaded_latency(port, "/generate_stream", a.probes)
-        out, _ = client.communicate(timeout=a.duration + a.warmup + 120)
+        out, _ = client.communicate(timeout=ramp_s + a.duration + a.warmup + 120)
         result = json.loads(out.decode().strip().splitlines()[-1])
     finally:
         if client is not None and client.poll() is None:
             client.kill()
         proc.terminate()
         proc.wait(30)
-    result.update(jitter(trace, t_start + a.warmup * 1e9, a.itl_ms))
+    result.update(jitter(trace, t_start + (ramp_s + a.warmup) * 1e9, a.itl_ms))
     o, os_ = _summary(over), _summary(over_stream)
     result.update({"overloaded_ms_p50": o["p50"], "overloaded_ms_p99": o["p99"], "overloaded_ms_max": o["max"],
                    "overloaded_n": o["n"], "overloaded_stream_ms_p50": os_["p50"],
@@ -276,7 +311,7 @@ def main() -> int:
     result.update({"streams": a.streams, "itl_ms": a.itl_ms, "offered_tokens_per_s": round(a.streams * 1e3 / a.itl_ms),
                    "pinned": a.pin, "cpus": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
                    "cpu_pressure_at_end": _pressure(),
-                   "nice": a.nice,
+                   "nice": a.nice, "spread": a.spread,
                    "targets": {"tokens_per_s": ">= 20000", "jitter_ms_p99": "<= 2", "server_cpu_us_per_token": "<= 20",
                                "overloaded_ms_p99": "<= 1"}})
     print(json.dumps(result))
