@@ -16,19 +16,16 @@ request id as ``x-request-id`` and its stamps are on CLOCK_MONOTONIC.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import os
-import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STAMP = ".ready"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
+from targets import Target, build_venv, cache_root  # noqa: E402 - the pinned-venv builder of make interop
+
 TORCH = "torch==2.13.0"
 #: what ``import vllm.benchmarks.serve`` needs (found by importing it in a --no-deps venv)
 VLLM_BENCH_DEPS = ("aiohttp", "numpy", "tqdm", "transformers>=5.16.1,<5.21.0", "tokenizers", "regex", "cachetools",
@@ -43,74 +40,25 @@ VLLM_RUNNER = ("import argparse, sys\n"
                "main(p.parse_args(sys.argv[1:]))\n")
 
 
-@dataclass(frozen=True)
-class Peer:
-    """A peer tool: its install steps (each one ``pip install`` call, in order) and what it is."""
-
-    name: str
-    steps: tuple[tuple[str, ...], ...]
-    about: str
-
-    @property
-    def key(self) -> str:
-        """Short hash of the steps and the interpreter version: a changed pin means a new venv."""
-        return hashlib.sha256(repr((self.steps, sys.version_info[:2])).encode()).hexdigest()[:10]
-
-
-PEERS: dict[str, Peer] = {p.name: p for p in (
-    Peer("vllm", ((TORCH, *VLLM_BENCH_DEPS), ("--no-deps", "vllm==0.33.0")),
-         "vLLM 0.33.0 `bench serve` (vllm.benchmarks.serve, installed --no-deps)"),
-    Peer("aiperf", (("aiperf==0.13.*", TORCH),), "AIPerf 0.13 `aiperf profile`"),
-    Peer("guidellm", (("guidellm==0.8.1", TORCH),), "GuideLLM 0.8.1 `guidellm run` and `guidellm mock-server`"),
+PEERS: dict[str, Target] = {p.name: p for p in (
+    Target("vllm", ((TORCH, *VLLM_BENCH_DEPS), ("--no-deps", "vllm==0.33.0")),
+           "vLLM 0.33.0 `bench serve` (vllm.benchmarks.serve, installed --no-deps)"),
+    Target("aiperf", (("aiperf==0.13.*", TORCH),), "AIPerf 0.13 `aiperf profile`"),
+    Target("guidellm", (("guidellm==0.8.1", TORCH),), "GuideLLM 0.8.1 `guidellm run` and `guidellm mock-server`"),
 )}
 
 
-def cache_root() -> Path:
-    """``${XDG_CACHE_HOME:-~/.cache}/stream-harness/peers``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "stream-harness" / "peers"
-
-
 def venv_dir(name: str) -> Path:
+    """The venv directory of peer ``name`` (whether built or not)."""
     p = PEERS[name]
-    return cache_root() / f"{p.name}-{p.key}"
+    return cache_root("peers") / f"{p.name}-{p.key}"
 
 
 def ensure(name: str, timeout_s: float = 1200.0, out=sys.stdout) -> Path:
-    """Build peer ``name``'s venv unless its stamp is there; returns its ``bin`` directory.
-
-    Each pip call is bounded by what is left of ``timeout_s``; RuntimeError (the step and the tail
-    of ``<venv>/install.log``) when a step fails or runs out of time.
-    """
-    p, d = PEERS[name], venv_dir(name)
-    if (d / STAMP).is_file():
-        return d / "bin"
-    if d.exists():
-        shutil.rmtree(d)
-    d.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    print(f"peers: {name}: building venv {d}", file=out, flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
-    log = d / "install.log"
-    for step in p.steps:
-        left = timeout_s - (time.monotonic() - t0)
-        print(f"peers: {name}: pip install {' '.join(step)}", file=out, flush=True)
-        with open(log, "ab") as fh:
-            try:
-                rc = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off", *step],
-                                    stdout=fh, stderr=subprocess.STDOUT, timeout=max(1.0, left)).returncode
-            except subprocess.TimeoutExpired:
-                rc = None
-        if rc != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            why = f"timed out after {timeout_s:.0f} s" if rc is None else f"exit {rc}"
-            raise RuntimeError(f"peers: {name}: pip install {' '.join(step)} failed ({why}); log {log}:\n{tail}")
-    (d / STAMP).write_text("\n".join(" ".join(s) for s in p.steps) + "\n")
-    for old in d.parent.glob(f"{name}-*"):  # venvs of older pins
-        if old != d and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-    print(f"peers: {name}: venv built in {time.monotonic() - t0:.0f} s", file=out, flush=True)
-    return d / "bin"
+    """Build peer ``name``'s venv unless it is built (tests/interop/targets.py's :func:`build_venv`, every
+    pip call bounded by what is left of ``timeout_s``); returns its ``bin`` directory. RuntimeError (the
+    step and the tail of ``<venv>/install.log``) when a step fails or runs out of time."""
+    return build_venv(PEERS[name], venv_dir(name), f"peers: {name}", out, timeout_s) / "bin"
 
 
 # --------------------------------------------------------------------------- commands

@@ -56,10 +56,10 @@ TARGETS: dict[str, Target] = {
 }
 
 
-def cache_root() -> Path:
-    """``${XDG_CACHE_HOME:-~/.cache}/stream-harness/interop``."""
+def cache_root(kind: str = "interop") -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/stream-harness/<kind>`` (``interop``; benchmarks/peers.py: ``peers``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "stream-harness" / "interop"
+    return Path(base) / "stream-harness" / kind
 
 
 def venv_dir(name: str) -> Path:
@@ -80,38 +80,54 @@ def is_ready(name: str) -> bool:
     return (venv_dir(name) / STAMP).is_file()
 
 
-def ensure(name: str, out=sys.stdout) -> Path:
-    """Build target ``name``'s venv unless its stamp is there; returns the venv directory.
+def build_venv(t: Target, d: Path, label: str, out=sys.stdout, timeout_s: float | None = None) -> Path:
+    """Build ``t``'s venv in ``d`` unless its stamp is there (then return at once); returns ``d``.
 
-    Raises RuntimeError (with the tail of pip's log) when an install step fails.
+    One ``pip install`` per step, pip's output in ``<d>/install.log``; with ``timeout_s`` every step is
+    bounded by what is left of it. Raises RuntimeError (the step and the tail of the log) when a step
+    fails or runs out of time. Venvs of older pins beside ``d`` (``<name>-*``) are removed once it is built.
     """
-    t = TARGETS[name]
-    d = venv_dir(name)
     if (d / STAMP).is_file():
-        print(f"interop: {name}: venv ready ({d})", file=out, flush=True)
         return d
     if d.exists():
         shutil.rmtree(d)
     d.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     note = f" ({t.build_note})" if t.build_note else ""
-    print(f"interop: {name}: building venv {d}{note}", file=out, flush=True)
+    print(f"{label}: building venv {d}{note}", file=out, flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
     log = d / "install.log"
     for step in t.steps:
-        print(f"interop: {name}: pip install {' '.join(step)}", file=out, flush=True)
+        left = None if timeout_s is None else max(1.0, timeout_s - (time.monotonic() - t0))
+        print(f"{label}: pip install {' '.join(step)}", file=out, flush=True)
         with open(log, "ab") as fh:
-            rc = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off",
-                                 *step], stdout=fh, stderr=subprocess.STDOUT).returncode
+            try:
+                rc = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "--progress-bar", "off",
+                                     *step], stdout=fh, stderr=subprocess.STDOUT, timeout=left).returncode
+            except subprocess.TimeoutExpired:
+                rc = None
         if rc != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-            raise RuntimeError(f"interop: {name}: pip install {' '.join(step)} failed (exit {rc}):\n{tail}")
+            why = f"timed out after {timeout_s:.0f} s" if rc is None else f"exit {rc}"
+            raise RuntimeError(f"{label}: pip install {' '.join(step)} failed ({why}); log {log}:\n{tail}")
     (d / STAMP).write_text("\n".join(" ".join(s) for s in t.steps) + "\n")
-    for old in d.parent.glob(f"{name}-*"):  # venvs of older pins
+    for old in d.parent.glob(f"{t.name}-*"):  # venvs of older pins
         if old != d and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
-    print(f"interop: {name}: venv built in {time.monotonic() - t0:.0f} s", file=out, flush=True)
+    print(f"{label}: venv built in {time.monotonic() - t0:.0f} s", file=out, flush=True)
     return d
+
+
+def ensure(name: str, out=sys.stdout) -> Path:
+    """Build target ``name``'s venv unless its stamp is there; returns the venv directory.
+
+    Raises RuntimeError (with the tail of pip's log) when an install step fails.
+    """
+    d = venv_dir(name)
+    if is_ready(name):
+        print(f"interop: {name}: venv ready ({d})", file=out, flush=True)
+        return d
+    return build_venv(TARGETS[name], d, f"interop: {name}", out)
 
 
 def main(argv: list[str]) -> int:
