@@ -32,9 +32,14 @@ class Admission:
         self.in_use = 0
         self.closed = False
 
+    @property
+    def full(self) -> bool:
+        """True when a request would be refused now: every permit held, or the server closing."""
+        return self.closed or self.in_use >= self.capacity
+
     def try_acquire(self) -> Permit:
         """A permit, or raise :class:`Overloaded` when all are held or the server is closing."""
-        if self.closed or self.in_use >= self.capacity:
+        if self.full:
             raise Overloaded()
         self.in_use += 1
         return Permit(self)

@@ -254,8 +254,7 @@ class LeanPath:
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > cfg.payload_limit:
             return receive
-        adm = svc.admission
-        full = adm.closed or adm.in_use >= adm.capacity
+        full = svc.admission.full
         if not full and not self.streams:
             return receive  # admitted requests without the simulated backend: the framework routes
         if (path == "/generate" and not full) or (full and path not in OVERLOAD_ROUTES):

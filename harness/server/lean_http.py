@@ -89,9 +89,8 @@ if HttpToolsProtocol is not None:
         def on_headers_complete(self) -> None:
             svc = self._svc
             if svc is not None:
-                adm = svc.admission
                 route = _TARGETS.get(self.url)
-                if route is not None and (adm.closed or adm.in_use >= adm.capacity) and self._refusable(svc):
+                if route is not None and svc.admission.full and self._refusable(svc):
                     self._route = route
                     self._body = []
                     self._size = 0
@@ -129,9 +128,8 @@ if HttpToolsProtocol is not None:
                 super().on_message_complete()
                 return
             svc = self._svc
-            adm = svc.admission  # type: ignore[union-attr]
             answer = None
-            if adm.closed or adm.in_use >= adm.capacity:
+            if svc.admission.full:  # type: ignore[union-attr]
                 rid = None
                 for name, value in self.headers:
                     if name == b"x-request-id":
